@@ -1,0 +1,59 @@
+"""Image classification with a Keras model and its quantized TFLite variants.
+
+UI-free: the Streamlit app and the command line (``python -m inference``) are
+both built on this package. Importing it, and running a ``.tflite`` variant,
+does not import TensorFlow; only the ``original`` variant and conversion do.
+
+    >>> from inference import get_spec, load_runner, classify
+    >>> runner = load_runner(get_spec("efficientnet_lite0"), "int8")
+    >>> classify(runner, "cat.jpg").top_k[0].label
+    'tabby'
+"""
+
+from __future__ import annotations
+
+from inference.errors import ConversionError, InferenceError, InputError, ModelUnavailableError
+from inference.pipeline import classify, classify_decoded
+from inference.preprocess import decode_image, prepare_image, preprocess
+from inference.runners import KerasRunner, LiteRTRunner, Runner, load_runner, top_k
+from inference.specs import (
+    Category,
+    ModelSpec,
+    Prediction,
+    Preprocessing,
+    Source,
+    Timing,
+    Variant,
+    parse_variants,
+)
+from inference.zoo import DEFAULT_MODEL, ZOO, custom_spec, get_spec, is_available
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ZOO",
+    "Category",
+    "ConversionError",
+    "InferenceError",
+    "InputError",
+    "KerasRunner",
+    "LiteRTRunner",
+    "ModelSpec",
+    "ModelUnavailableError",
+    "Prediction",
+    "Preprocessing",
+    "Runner",
+    "Source",
+    "Timing",
+    "Variant",
+    "classify",
+    "classify_decoded",
+    "custom_spec",
+    "decode_image",
+    "get_spec",
+    "is_available",
+    "load_runner",
+    "parse_variants",
+    "prepare_image",
+    "preprocess",
+    "top_k",
+]

