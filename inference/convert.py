@@ -154,7 +154,7 @@ def ensure_variants(
     for variant, path in paths.items():
         if not _is_valid(path):
             raise ConversionError(f"{spec.name} {variant.value}: the converter wrote no valid file")
-    if progress:
+    if missing and progress:
         progress("ready", 1.0)
     return paths
 

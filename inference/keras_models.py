@@ -7,8 +7,6 @@ process) and for inspecting a user's Keras file.
 from __future__ import annotations
 
 import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_keras_model", "import_tensorflow", "inspect_keras_file"]
 
-QUIET_IMPORT = False
-"""Set by the CLI: TensorFlow's C++ start-up lines would bury its one-line errors."""
-
 # keras.applications constructor per download model.
 _APPLICATIONS = {
     "mobilenet_v2": "MobileNetV2",
@@ -33,29 +28,11 @@ _APPLICATIONS = {
 }
 
 
-@contextmanager
-def _stderr_silenced():
-    # absl logs to file descriptor 2 before Python can configure anything.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def import_tensorflow() -> Any:
-    """Import TensorFlow (and Keras) once, quietly when the CLI asked for it."""
+    """Import TensorFlow with its Python-level logging turned down."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules or not QUIET_IMPORT:
-        import tensorflow as tf
-    else:
-        with _stderr_silenced():
-            import tensorflow as tf
+    import tensorflow as tf
+
     return tf
 
 

@@ -1,0 +1,251 @@
+"""Command line: ``python -m inference {models,predict,convert}``.
+
+Output contracts (the app and other tools build on them):
+
+- ``models --json``: a list of models with name, input size, classes, source,
+  offline availability and variants.
+- ``predict --json``: a list with one object per image and variant, shaped as
+  :meth:`inference.specs.Prediction.as_dict`.
+- Any bad input: exit status 2 (usage) or 1 (input), and one line
+  ``error: ...`` on stderr. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from inference.errors import InferenceError, InputError
+from inference.specs import TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
+from inference.zoo import CUSTOM_SUFFIXES, DEFAULT_MODEL, ZOO, custom_spec, get_spec, is_available
+
+__all__ = ["main"]
+
+log = logging.getLogger("inference")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as the one-line ``error: ...`` contract."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m inference",
+        description="Classify images with a Keras model and its quantized TFLite variants.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    models = sub.add_parser("models", help="list the model zoo")
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    predict = sub.add_parser("predict", help="classify images")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    _model_arguments(predict)
+    predict.add_argument(
+        "--variant",
+        default=None,
+        help="original, fp32, fp16, dynamic, int8, a comma list, or 'all' (default: int8)",
+    )
+    predict.add_argument("--top-k", type=_positive_int, default=5, help="classes to show (default 5)")
+    predict.add_argument("--threads", type=_positive_int, default=None, help="LiteRT threads")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+
+    convert = sub.add_parser("convert", help="build and cache TFLite variants")
+    _model_arguments(convert)
+    convert.add_argument("--variant", default="all", help="fp32, fp16, dynamic, int8, or 'all'")
+    convert.add_argument(
+        "--calibration",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="images or folders for int8 calibration (default: assets/calibration)",
+    )
+    return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a zoo name ({', '.join(ZOO)}) or a .keras/.h5/.tflite file (default {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--labels", type=Path, default=None, help="labels file for your own model")
+    parser.add_argument(
+        "--normalize",
+        default="raw",
+        choices=["raw", "unit", "tf", "torch", "caffe", "lite"],
+        help="pixel scaling your own model expects (default raw: 0-255)",
+    )
+
+
+def resolve_model(args: argparse.Namespace) -> ModelSpec:
+    """A zoo name, or a path to the user's own model file."""
+    name: str = args.model
+    if name in ZOO:
+        if args.labels is not None:
+            raise InputError(f"--labels is for your own model file; {name} has its own labels")
+        return get_spec(name)
+    if Path(name).suffix.lower() in CUSTOM_SUFFIXES:
+        return custom_spec(name, args.labels, normalize=args.normalize)
+    return get_spec(name)  # raises, listing the choices
+
+
+def _progress(message: str, fraction: float) -> None:
+    print(f"convert: {fraction:4.0%} {message}", file=sys.stderr, flush=True)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "name": spec.name,
+            "title": spec.title,
+            "input_size": list(spec.input_size),
+            "num_classes": spec.num_classes,
+            "source": spec.source.value,
+            "available_offline": is_available(spec),
+            "variants": [v.value for v in spec.variants],
+            "preprocessing": spec.preprocessing.describe(),
+        }
+        for spec in ZOO.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<20} {'input':>9} {'classes':>7}  {'source':<9} {'offline':<7} variants")
+    for row in rows:
+        size = "x".join(map(str, row["input_size"]))
+        offline = "yes" if row["available_offline"] else "no"
+        print(
+            f"{row['name']:<20} {size:>9} {row['num_classes']:>7}  {row['source']:<9} "
+            f"{offline:<7} {', '.join(row['variants'])}"
+        )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from inference.pipeline import classify
+    from inference.runners import load_runner
+
+    spec = resolve_model(args)
+    if args.variant is None:
+        variants = (Variant.INT8,) if Variant.INT8 in spec.variants else spec.variants[:1]
+    else:
+        variants = parse_variants(args.variant, spec.variants)
+    images = [Path(p) for p in args.images]
+    for path in images:  # fail fast, before any model loads
+        if not path.is_file():
+            raise InputError(f"{path}: no such file; expected a path to an image")
+
+    runners = [
+        load_runner(spec, v, threads=args.threads, progress=_progress) for v in variants
+    ]
+    results = []
+    failed = False
+    for path in images:
+        for runner in runners:
+            try:
+                results.append(classify(runner, path, name=str(path), k=args.top_k))
+            except InputError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed = True
+                break  # the same image fails for every variant
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for result in results:
+            classes = "  ".join(f"{c.label} {c.score:.1%}" for c in result.top_k)
+            print(
+                f"{result.image}  {result.model} {result.variant.value:<8} "
+                f"{result.timing.total:7.1f} ms  {classes}"
+            )
+    return 1 if failed else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from inference.convert import ensure_variants
+
+    spec = resolve_model(args)
+    allowed = tuple(v for v in spec.variants if v.is_tflite) or TFLITE_VARIANTS
+    variants = parse_variants(args.variant, allowed)
+    paths = ensure_variants(spec, variants, progress=_progress, calibration=args.calibration)
+    for variant, path in paths.items():
+        print(f"{spec.name} {variant.value:<8} {path.stat().st_size / 1e6:8.2f} MB  {path}")
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "predict": cmd_predict, "convert": cmd_convert}
+
+
+@contextlib.contextmanager
+def _native_stderr_to_devnull() -> Iterator[None]:
+    """Keep TensorFlow's and LiteRT's C++ log lines off the terminal.
+
+    They write to file descriptor 2 directly (absl start-up lines, "Created
+    TensorFlow Lite XNNPACK delegate"), which would bury the one-line error
+    contract. Python's ``sys.stderr`` keeps the real terminal; set
+    QUANTLENS_NATIVE_LOGS=1 to see the native lines.
+    """
+    if os.environ.get("QUANTLENS_NATIVE_LOGS") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    saved_stream = sys.stderr
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(saved_fd, "w", buffering=1, closefd=False)  # noqa: SIM115
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = saved_stream
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    with _native_stderr_to_devnull():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as exc:  # InputError and parse_variants' ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if not isinstance(exc, InferenceError) else 1
+    except InferenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback for the log
+        log.debug("unexpected failure", exc_info=True)
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
