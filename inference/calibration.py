@@ -39,9 +39,7 @@ def calibration_images(paths: Sequence[str | Path] | None = None) -> list[Path]:
     images: list[Path] = []
     for root in roots:
         if root.is_dir():
-            images.extend(
-                sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            )
+            images.extend(sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
         elif root.is_file():
             images.append(root)
         else:
@@ -59,9 +57,7 @@ def calibration_id(images: Sequence[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
-def representative_samples(
-    spec: Preprocessing, images: Sequence[Path]
-) -> Iterator[np.ndarray]:
+def representative_samples(spec: Preprocessing, images: Sequence[Path]) -> Iterator[np.ndarray]:
     """Yield ``(1, H, W, C)`` float32 inputs: crops and mirror images of each photo."""
     for path in images:
         image = decode_image(path, color_mode=spec.color_mode)

@@ -43,7 +43,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer; received {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; received {value}")
     return value
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="original, fp32, fp16, dynamic, int8, a comma list, or 'all' (default: int8)",
     )
-    predict.add_argument("--top-k", type=_positive_int, default=5, help="classes to show (default 5)")
+    predict.add_argument(
+        "--top-k", type=_positive_int, default=5, help="classes to show (default 5)"
+    )
     predict.add_argument("--threads", type=_positive_int, default=None, help="LiteRT threads")
     predict.add_argument("--json", action="store_true", help="print JSON")
 
@@ -89,7 +93,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"a zoo name ({', '.join(ZOO)}) or a .keras/.h5/.tflite file (default {DEFAULT_MODEL})",
+        help=f"a zoo name ({', '.join(ZOO)}) or a .keras/.h5/.tflite file "
+        f"(default {DEFAULT_MODEL})",
     )
     parser.add_argument("--labels", type=Path, default=None, help="labels file for your own model")
     parser.add_argument(
@@ -146,7 +151,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from inference.pipeline import classify
-    from inference.runners import load_runner
+    from inference.runners import load_runners
 
     spec = resolve_model(args)
     if args.variant is None:
@@ -158,9 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise InputError(f"{path}: no such file; expected a path to an image")
 
-    runners = [
-        load_runner(spec, v, threads=args.threads, progress=_progress) for v in variants
-    ]
+    runners = load_runners(spec, variants, threads=args.threads, progress=_progress)
     results = []
     failed = False
     for path in images:

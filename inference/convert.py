@@ -67,7 +67,9 @@ def _version(distribution: str) -> str:
         return "none"
 
 
-def variant_path(spec: ModelSpec, variant: Variant, calibration: Sequence[Path] | None = None) -> Path:
+def variant_path(
+    spec: ModelSpec, variant: Variant, calibration: Sequence[Path] | None = None
+) -> Path:
     """Where the cached file for ``spec`` as ``variant`` lives."""
     key: dict[str, Any] = {
         "model": spec.name,
@@ -85,12 +87,21 @@ def variant_path(spec: ModelSpec, variant: Variant, calibration: Sequence[Path] 
 
 
 def _is_valid(path: Path) -> bool:
+    """A complete TFLite file: the identifier, and a flatbuffer LiteRT's verifier accepts."""
     try:
         with open(path, "rb") as file:
             head = file.read(8)
     except OSError:
         return False
-    return len(head) == 8 and head[4:8] == TFLITE_IDENTIFIER
+    if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
+        return False
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_path=str(path))  # verifies offsets; truncation fails here
+    except (ValueError, RuntimeError):
+        return False
+    return True
 
 
 def is_converted(spec: ModelSpec, variant: Variant) -> bool:
@@ -141,7 +152,7 @@ def ensure_variants(
     for variant in wanted:
         if not variant.is_tflite:
             raise InputError(f"expected a TFLite variant to convert; received {variant.value!r}")
-    if spec.source is Source.CUSTOM and spec.path is not None and spec.path.suffix == ".tflite":
+    if spec.is_tflite_file:
         raise InputError(f"{spec.title} is already a TFLite file; there is nothing to convert")
     images = calibration_images(calibration)
     paths = {v: variant_path(spec, v, images) for v in wanted}

@@ -15,7 +15,9 @@ from inference.specs import Prediction, Timing
 __all__ = ["classify", "classify_decoded"]
 
 
-def classify(runner: Runner, source: ImageSource, *, name: str | None = None, k: int = 5) -> Prediction:
+def classify(
+    runner: Runner, source: ImageSource, *, name: str | None = None, k: int = 5
+) -> Prediction:
     """Classify one encoded image (bytes, path or file) with ``runner``.
 
     Raises:
@@ -24,9 +26,7 @@ def classify(runner: Runner, source: ImageSource, *, name: str | None = None, k:
     label = name or (Path(source).name if isinstance(source, str | Path) else "image")
     spec = runner.spec.preprocessing
     start = time.perf_counter()
-    image = decode_image(
-        source, name=label, color_mode=spec.color_mode, min_size=draft_size(spec)
-    )
+    image = decode_image(source, name=label, color_mode=spec.color_mode, min_size=draft_size(spec))
     decode_ms = (time.perf_counter() - start) * 1e3
     return classify_decoded(runner, image, name=label, k=k, decode_ms=decode_ms)
 

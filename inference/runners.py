@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from inference.errors import InputError
-from inference.specs import Category, ModelSpec, Source, Variant
+from inference.specs import Category, ModelSpec, Variant
 
 __all__ = [
     "KerasRunner",
@@ -28,6 +28,7 @@ __all__ = [
     "default_threads",
     "inspect_tflite",
     "load_runner",
+    "load_runners",
     "to_probabilities",
     "top_k",
 ]
@@ -91,7 +92,7 @@ class Runner(ABC):
     def size_bytes(self) -> int:
         """Size of the model's weights as stored (file size, or parameter bytes for Keras)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; Keras runners hold nothing native
         """Release native resources."""
 
     def __enter__(self) -> Runner:
@@ -233,7 +234,9 @@ class LiteRTRunner(Runner):
             for row in batch:
                 self._interpreter.set_tensor(self._input["index"], self.quantize_input(row[None]))
                 self._interpreter.invoke()
-                rows.append(self.dequantize_output(self._interpreter.get_tensor(self._output["index"])))
+                rows.append(
+                    self.dequantize_output(self._interpreter.get_tensor(self._output["index"]))
+                )
         return to_probabilities(np.concatenate(rows, axis=0))
 
     def invoke_raw(self, quantized: np.ndarray) -> np.ndarray:
@@ -320,11 +323,12 @@ def load_runner(
     if variant not in spec.variants:
         offered = ", ".join(v.value for v in spec.variants)
         raise InputError(
-            f"expected variant to be one of {{{offered}}} for {spec.name}; received {variant.value!r}"
+            f"expected variant to be one of {{{offered}}} for {spec.name}; "
+            f"received {variant.value!r}"
         )
     if variant is Variant.ORIGINAL:
         runner: Runner = KerasRunner.from_spec(spec)
-    elif spec.source is Source.CUSTOM and spec.path is not None and spec.path.suffix == ".tflite":
+    elif spec.is_tflite_file:
         runner = LiteRTRunner(spec, variant, spec.path, threads=threads)
     else:
         from inference.convert import ensure_variants
@@ -334,3 +338,24 @@ def load_runner(
     # The first call traces (Keras) or plans (LiteRT); keep it out of measured timings.
     runner.predict(np.zeros((1, *spec.preprocessing.input_shape), np.float32))
     return runner
+
+
+def load_runners(
+    spec: ModelSpec,
+    variants: tuple[Variant, ...] | list[Variant],
+    *,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+    calibration: list[Path] | None = None,
+) -> list[Runner]:
+    """Load several variants, converting all missing ones in one converter process."""
+    variants = [Variant(v) for v in variants]
+    to_convert = [v for v in variants if v.is_tflite and v in spec.variants]
+    if to_convert and not spec.is_tflite_file:
+        from inference.convert import ensure_variants
+
+        ensure_variants(spec, to_convert, progress=progress, calibration=calibration)
+    return [
+        load_runner(spec, v, threads=threads, progress=progress, calibration=calibration)
+        for v in variants
+    ]

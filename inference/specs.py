@@ -170,6 +170,11 @@ class ModelSpec:
     def input_size(self) -> tuple[int, int]:
         return self.preprocessing.size
 
+    @property
+    def is_tflite_file(self) -> bool:
+        """A user's ``.tflite`` file: it runs as it is, there is nothing to convert."""
+        return self.path is not None and self.path.suffix.lower() == ".tflite"
+
 
 @dataclass(frozen=True)
 class Category:

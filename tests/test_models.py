@@ -1,0 +1,98 @@
+"""The EfficientNet-Lite port, checked on real photos in every variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference import LiteRTRunner, Variant, classify, get_spec
+from tests.conftest import CAT_CLASSES, COFFEE_CLASSES, LITE_MODELS, RunnerPool
+
+# Float variants compute the same function as the Keras model up to rounding.
+FLOAT_PROBABILITY_TOLERANCE = 2e-3
+# fp16 weights and int8 arithmetic move probabilities further, but not the answer.
+QUANTIZED_PROBABILITY_TOLERANCE = 0.15
+# Published parameter counts (tensorflow/tpu efficientnet/lite README), in millions.
+PUBLISHED_PARAMS_M = {
+    "efficientnet_lite0": 4.7,
+    "efficientnet_lite1": 5.4,
+    "efficientnet_lite2": 6.1,
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("variant", list(Variant))
+@pytest.mark.parametrize("model", LITE_MODELS)
+def test_cat_photo_gives_a_cat_class_in_top_3(
+    runners: RunnerPool, chelsea: Path, model: str, variant: Variant
+) -> None:
+    prediction = classify(runners.get(model, variant), chelsea, k=3)
+
+    labels = [c.label for c in prediction.top_k]
+    assert CAT_CLASSES & set(labels), f"{model} {variant}: {labels}"
+    assert prediction.top_k[0].label in CAT_CLASSES
+    assert prediction.variant is variant and prediction.model == model
+
+
+@pytest.mark.parametrize("variant", list(Variant))
+@pytest.mark.parametrize("model", LITE_MODELS)
+def test_coffee_photo_gives_espresso_or_cup(
+    runners: RunnerPool, coffee: Path, model: str, variant: Variant
+) -> None:
+    prediction = classify(runners.get(model, variant), coffee, k=5)
+
+    assert prediction.top_k[0].label in COFFEE_CLASSES, prediction.top_k
+    scores = [c.score for c in prediction.top_k]
+    assert scores == sorted(scores, reverse=True)
+    assert 0.0 < sum(scores) <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("variant", [Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.INT8])
+def test_variants_agree_with_the_keras_original(
+    runners: RunnerPool, chelsea: Path, coffee: Path, variant: Variant
+) -> None:
+    tolerance = (
+        FLOAT_PROBABILITY_TOLERANCE if variant is Variant.FP32 else QUANTIZED_PROBABILITY_TOLERANCE
+    )
+    for photo in (chelsea, coffee):
+        original = classify(runners.get("efficientnet_lite0", Variant.ORIGINAL), photo)
+        converted = classify(runners.get("efficientnet_lite0", variant), photo)
+        difference = np.abs(original.probabilities - converted.probabilities).max()
+        assert difference < tolerance, f"{variant} on {photo.name}: max |dp| = {difference:.4f}"
+
+
+def test_parameter_counts_match_the_published_models() -> None:
+    from inference.efficientnet_lite import build_efficientnet_lite
+
+    for name, published in PUBLISHED_PARAMS_M.items():
+        model = build_efficientnet_lite(name, weights=False)
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        assert abs(trainable / 1e6 - published) < 0.1, (name, trainable)
+
+
+def test_int8_variant_has_quantized_uint8_input_and_output(runners: RunnerPool) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.INT8)
+    assert isinstance(runner, LiteRTRunner)
+
+    assert runner.input_dtype == np.uint8 and runner.output_dtype == np.uint8
+    scale, zero_point = runner.input_quantization
+    # Inputs scaled by (x - 127) / 128 span [-0.99, 1]: one uint8 step per pixel value.
+    assert scale == pytest.approx(1 / 128, rel=0.05)
+    assert zero_point == pytest.approx(127, abs=2)
+
+
+def test_variants_shrink_the_file(runners: RunnerPool) -> None:
+    sizes = {v: runners.get("efficientnet_lite0", v).size_bytes for v in Variant if v.is_tflite}
+
+    assert sizes[Variant.FP16] < 0.55 * sizes[Variant.FP32]
+    assert sizes[Variant.DYNAMIC] < 0.35 * sizes[Variant.FP32]
+    assert sizes[Variant.INT8] < 0.35 * sizes[Variant.FP32]
+
+
+def test_spec_input_sizes() -> None:
+    assert get_spec("efficientnet_lite0").input_size == (224, 224)
+    assert get_spec("efficientnet_lite1").input_size == (240, 240)
+    assert get_spec("efficientnet_lite2").input_size == (260, 260)

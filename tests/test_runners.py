@@ -1,0 +1,133 @@
+"""Runner plumbing: quantized I/O, probabilities, top-k, cache files, no TensorFlow on TFLite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference import LiteRTRunner, Variant, get_spec, top_k
+from inference.convert import ensure_variants, variant_path
+from inference.runners import inspect_tflite, to_probabilities
+from tests.conftest import REPO_ROOT, RunnerPool
+
+
+def test_quantize_input_uses_the_tensor_scale_and_zero_point(runners: RunnerPool) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.INT8)
+    assert isinstance(runner, LiteRTRunner)
+    scale, zero_point = runner.input_quantization
+    batch = np.array([-1.5, -0.99, 0.0, 0.5, 1.0, 3.0], np.float32).reshape(1, 1, 2, 3)
+
+    quantized = runner.quantize_input(batch)
+
+    assert quantized.dtype == np.uint8
+    expected = np.clip(np.rint(batch / scale) + zero_point, 0, 255)
+    np.testing.assert_array_equal(quantized, expected.astype(np.uint8))
+    assert quantized.min() == 0 and quantized.max() == 255  # saturates, never wraps
+
+
+def test_dequantize_output_inverts_the_output_quantization(runners: RunnerPool) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.INT8)
+    scale, zero_point = runner.output_quantization
+    raw = np.array([[0, 1, 128, 255]], np.uint8)
+
+    np.testing.assert_allclose(runner.dequantize_output(raw), (raw.astype(float) - zero_point) * scale)
+
+
+def test_float_runner_passes_floats_through(runners: RunnerPool) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.FP32)
+    batch = np.random.default_rng(1).normal(size=(1, 224, 224, 3)).astype(np.float32)
+
+    assert runner.quantize_input(batch) is batch or np.array_equal(runner.quantize_input(batch), batch)
+
+
+def test_int8_predict_returns_a_distribution(runners: RunnerPool) -> None:
+    batch = np.random.default_rng(2).uniform(-1, 1, (3, 224, 224, 3)).astype(np.float32)
+
+    probabilities = runners.get("efficientnet_lite0", Variant.INT8).predict(batch)
+
+    assert probabilities.shape == (3, 1000)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_to_probabilities_renormalizes_a_rounded_softmax() -> None:
+    # A uint8 softmax over 1000 classes: small classes round to 0, so rows sum below 1.
+    rounded = np.zeros((1, 1000), np.float32)
+    rounded[0, :3] = [0.41, 0.37, 0.18]
+
+    probabilities = to_probabilities(rounded)
+
+    np.testing.assert_allclose(probabilities[0, :3], np.array([0.41, 0.37, 0.18]) / 0.96, rtol=1e-6)
+
+
+def test_to_probabilities_applies_a_stable_softmax_to_logits() -> None:
+    logits = np.array([[1000.0, 999.0, -5.0]], np.float32)
+
+    probabilities = to_probabilities(logits)
+
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-6)
+    assert probabilities[0, 0] == pytest.approx(1 / (1 + np.exp(-1.0)), rel=1e-4)
+
+
+def test_top_k_is_sorted_and_capped_at_the_class_count() -> None:
+    labels = ("a", "b", "c")
+    result = top_k(np.array([0.2, 0.5, 0.3]), labels, k=10)
+
+    assert [c.label for c in result] == ["b", "c", "a"]
+    assert [c.index for c in result] == [1, 2, 0]
+    assert len(top_k(np.array([0.2, 0.5, 0.3]), labels, k=1)) == 1
+
+
+def test_inspect_tflite_recognises_each_variant(runners: RunnerPool) -> None:
+    for variant in (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.INT8):
+        runner = runners.get("efficientnet_lite0", variant)
+        shape, classes, detected = inspect_tflite(runner.path)
+        assert (shape, classes, detected) == ((224, 224, 3), 1000, variant)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_cache_file_is_rebuilt_not_served(
+    runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    spec = get_spec("efficientnet_lite0")
+    good = runners.get("efficientnet_lite0", Variant.FP16).path
+    monkeypatch.setenv("QUANTLENS_CACHE_DIR", str(tmp_path))
+    path = variant_path(spec, Variant.FP16)
+    data = good.read_bytes()
+    # A file cut short keeps its valid header; garbage has none.
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * 64)
+
+    rebuilt = ensure_variants(spec, [Variant.FP16])[Variant.FP16]
+
+    assert rebuilt == path
+    assert rebuilt.read_bytes()[4:8] == b"TFL3"
+    assert abs(rebuilt.stat().st_size - good.stat().st_size) < 0.01 * good.stat().st_size
+
+
+def test_running_a_tflite_variant_does_not_import_tensorflow(
+    runners: RunnerPool, chelsea: Path
+) -> None:
+    runners.get("efficientnet_lite0", Variant.INT8)  # make sure the file is cached
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import inference
+        from inference import classify, get_spec, load_runner
+        runner = load_runner(get_spec("efficientnet_lite0"), "int8")
+        print(classify(runner, {str(chelsea)!r}).top_k[0].label)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        print("loaded:", loaded)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, check=True
+    )
+
+    label, loaded = result.stdout.strip().splitlines()
+    assert label in {"tabby", "tiger_cat", "Egyptian_cat"}
+    assert loaded == "loaded: []"
