@@ -27,7 +27,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def assert_one_error_line(result: subprocess.CompletedProcess[str], status: int, *parts: str) -> None:
+def assert_one_error_line(
+    result: subprocess.CompletedProcess[str], status: int, *parts: str
+) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == status, result.stderr
     assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
@@ -57,7 +59,9 @@ def test_predict_json_all_variants(runners: RunnerPool, chelsea: Path, coffee: P
     for variant in Variant:  # convert through the session pool, so this only predicts
         runners.get("efficientnet_lite0", variant)
 
-    result = run_cli("predict", str(chelsea), str(coffee), "--variant", "all", "--top-k", "3", "--json")
+    result = run_cli(
+        "predict", str(chelsea), str(coffee), "--variant", "all", "--top-k", "3", "--json"
+    )
 
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -139,6 +143,8 @@ def test_offline_download_model_fails_with_one_line(tmp_path: Path) -> None:
     }
     photo = REPO_ROOT / "assets" / "samples" / "coffee.jpg"
 
-    result = run_cli("predict", str(photo), "--model", "mobilenet_v2", "--variant", "original", env=offline)
+    result = run_cli(
+        "predict", str(photo), "--model", "mobilenet_v2", "--variant", "original", env=offline
+    )
 
     assert_one_error_line(result, 1, "mobilenet_v2", "internet", "efficientnet_lite0")

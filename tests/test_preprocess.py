@@ -138,7 +138,7 @@ def test_grayscale_model_gets_one_channel(cat: Image.Image) -> None:
     batch = preprocess(decode_image(_encode(cat, "PNG"), color_mode="L"), spec)
 
     assert batch.shape == (1, 28, 28, 1)
-    assert 0.0 <= batch.min() and batch.max() <= 1.0
+    assert batch.min() >= 0.0 and batch.max() <= 1.0
 
 
 def test_central_crop_keeps_the_middle() -> None:

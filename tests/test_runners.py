@@ -35,14 +35,18 @@ def test_dequantize_output_inverts_the_output_quantization(runners: RunnerPool) 
     scale, zero_point = runner.output_quantization
     raw = np.array([[0, 1, 128, 255]], np.uint8)
 
-    np.testing.assert_allclose(runner.dequantize_output(raw), (raw.astype(float) - zero_point) * scale)
+    np.testing.assert_allclose(
+        runner.dequantize_output(raw), (raw.astype(float) - zero_point) * scale
+    )
 
 
 def test_float_runner_passes_floats_through(runners: RunnerPool) -> None:
     runner = runners.get("efficientnet_lite0", Variant.FP32)
     batch = np.random.default_rng(1).normal(size=(1, 224, 224, 3)).astype(np.float32)
 
-    assert runner.quantize_input(batch) is batch or np.array_equal(runner.quantize_input(batch), batch)
+    assert runner.quantize_input(batch) is batch or np.array_equal(
+        runner.quantize_input(batch), batch
+    )
 
 
 def test_int8_predict_returns_a_distribution(runners: RunnerPool) -> None:
