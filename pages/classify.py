@@ -1,0 +1,106 @@
+"""Classify: pick a model, give images, see every variant's answer side by side."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from inference import InputError, Variant, prepare_image
+from ui import charts, tables
+from ui.resources import decoded, get_runners, predictions
+from ui.widgets import image_inputs, model_picker, variants_picker
+
+st.title("Classify")
+st.caption(
+    "Pick a model, then give it images: each one runs through every variant you choose, "
+    "so you see what quantization changes."
+)
+
+spec = model_picker("classify_model", default=st.session_state.get("last_model"))
+variants = variants_picker(
+    "classify_variants",
+    spec.variants if spec else list(Variant),
+    default=spec.variants if spec else list(Variant),
+    disabled=spec is None,
+)
+images = image_inputs("classify", disabled=spec is None)
+
+if spec is None:
+    st.info("Choose a model first; the image inputs open once a model is picked.", icon="👆")
+    st.stop()
+st.session_state["last_model"] = spec.name
+if not variants:
+    st.info("Choose at least one variant.")
+    st.stop()
+if not images:
+    st.info(
+        f"Upload an image, take a photo, or pick a sample to classify with {spec.title}.",
+        icon="🖼️",
+    )
+    st.stop()
+
+top_k = st.slider("Classes to show", 1, 10, 5, key="classify_top_k")
+remeasure = st.button(
+    "Measure again",
+    key="classify_remeasure",
+    help="Results are kept per image, model and variant; this re-times them now.",
+)
+
+runners = get_runners(spec, variants)
+if not runners:
+    st.stop()
+sizes = {variant: runner.size_bytes for variant, runner in runners.items()}
+
+summary = []
+for image in images:
+    st.divider()
+    try:
+        results = predictions(image, spec, runners, remeasure=remeasure)
+        picture, _ = decoded(image, spec)
+    except InputError as exc:
+        st.error(str(exc), icon="🚫")
+        continue
+    summary.extend(results.values())
+    reference = results[tables.reference_variant(list(results))]
+    best = reference.top_k[0]
+    st.subheader(f"{image.name}: {best.label} ({best.score:.1%})")
+
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        st.image(
+            prepare_image(picture, spec.preprocessing),
+            caption=f"As the model sees it ({spec.preprocessing.describe()}); "
+            f"original {picture.width}×{picture.height}",
+            width="stretch",
+        )
+    with right:
+        st.altair_chart(charts.top_k_chart(tables.top_k_rows(results, top_k)), width="stretch")
+
+    table = tables.variant_table(results, sizes, spec.labels)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "score": st.column_config.NumberColumn(format="percent"),
+            "largest Δp": st.column_config.NumberColumn(format="%.4f"),
+            "inference ms": st.column_config.NumberColumn(format="%.2f"),
+            "total ms": st.column_config.NumberColumn(format="%.2f"),
+            "size MB": st.column_config.NumberColumn(format="%.2f"),
+        },
+        key=f"classify_table_{image.digest}",
+    )
+    with st.expander("Timing per stage"):
+        st.altair_chart(charts.stage_timing_chart(tables.stage_rows(results)), width="stretch")
+
+if len(images) > 1 and summary:
+    st.divider()
+    st.subheader("All images")
+    frame = tables.results_table(summary)
+    st.dataframe(frame, hide_index=True, width="stretch", key="classify_summary")
+    st.download_button(
+        "Download CSV",
+        frame.to_csv(index=False).encode(),
+        file_name=f"{spec.name}-results.csv",
+        mime="text/csv",
+        key="classify_csv",
+    )

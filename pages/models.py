@@ -1,0 +1,147 @@
+"""Models: the zoo, conversion status and downloads, and uploading your own model."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from inference import InferenceError, Variant, custom_spec, is_available
+from inference.convert import is_converted, variant_path
+from ui.resources import available_specs, ensure_converted, session_dir
+from ui.widgets import model_label
+
+MODEL_TYPES = ["keras", "h5", "tflite"]
+NORMALIZE_CHOICES = {
+    "raw": "0-255, unchanged (the model rescales itself)",
+    "unit": "x / 255",
+    "tf": "x / 127.5 - 1",
+    "torch": "x / 255, ImageNet mean/std",
+    "caffe": "BGR, minus ImageNet mean",
+    "lite": "(x - 127) / 128",
+}
+
+st.title("Models")
+
+specs = available_specs()
+rows = []
+for spec in specs.values():
+    row: dict[str, object] = {
+        "model": spec.name,
+        "title": spec.title,
+        "source": spec.source.value,
+        "input": "×".join(map(str, spec.input_size)),
+        "classes": spec.num_classes,
+        "offline": is_available(spec),
+    }
+    for variant in Variant:
+        if variant not in spec.variants:
+            row[variant.value] = "—"
+        elif variant is Variant.ORIGINAL or spec.is_tflite_file:
+            row[variant.value] = "Keras" if variant is Variant.ORIGINAL else "your file"
+        elif is_converted(spec, variant):
+            row[variant.value] = f"{variant_path(spec, variant).stat().st_size / 1e6:.1f} MB"
+        else:
+            row[variant.value] = "not converted"
+    rows.append(row)
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="models_table")
+st.caption(
+    "Offline: usable without a network now. Download models fetch ImageNet weights from "
+    "the internet on first use. Converted files are cached on disk for every session."
+)
+
+st.subheader("Convert and download")
+names = list(specs)
+name = st.selectbox(
+    "Model",
+    names,
+    format_func=lambda n: model_label(specs[n]),
+    key="models_model",
+)
+spec = specs[name]
+convertible = [v for v in spec.variants if v.is_tflite and not spec.is_tflite_file]
+missing = [v for v in convertible if not is_converted(spec, v)]
+if missing:
+    if st.button(
+        f"Convert {', '.join(v.value for v in missing)}",
+        key="models_convert",
+        type="primary",
+    ):
+        try:
+            ensure_converted(spec, missing)
+            st.rerun()
+        except InferenceError as exc:
+            st.error(str(exc), icon="⚠️")
+elif convertible:
+    st.success("Every TFLite variant of this model is converted and cached.", icon="✅")
+
+downloads = [v for v in convertible if is_converted(spec, v)]
+columns = st.columns(max(1, len(downloads) + 1))
+for column, variant in zip(columns, downloads, strict=False):
+    path = variant_path(spec, variant)
+    with column:
+        st.download_button(
+            f"{variant.value} .tflite ({path.stat().st_size / 1e6:.1f} MB)",
+            path.read_bytes(),
+            file_name=f"{spec.name}-{variant.value}.tflite",
+            mime="application/octet-stream",
+            key=f"models_download_{variant.value}",
+        )
+with columns[-1]:
+    labels = "\n".join(spec.labels) + "\n"
+    st.download_button(
+        "labels.txt",
+        labels.encode(),
+        file_name=f"{spec.name}-labels.txt",
+        mime="text/plain",
+        key="models_download_labels",
+    )
+
+st.subheader("Your own model")
+st.caption(
+    "A Keras model (.keras or .h5, loaded with safe_mode: no Lambda layers or custom "
+    "code) or a .tflite file, plus a labels file with one label per line. It stays in "
+    "this session only."
+)
+with st.form("models_upload_form", clear_on_submit=False):
+    model_file = st.file_uploader("Model file", type=MODEL_TYPES, key="models_upload_model")
+    labels_file = st.file_uploader("Labels file", type=["txt"], key="models_upload_labels")
+    normalize = st.selectbox(
+        "Input scaling the model expects",
+        list(NORMALIZE_CHOICES),
+        format_func=lambda m: f"{m}: {NORMALIZE_CHOICES[m]}",
+        key="models_normalize",
+    )
+    submitted = st.form_submit_button("Add model", key="models_add")
+
+if submitted:
+    if model_file is None:
+        st.error("Choose a model file first (.keras, .h5 or .tflite).")
+    else:
+        suffix = "." + model_file.name.rsplit(".", 1)[-1].lower()
+        if suffix.lstrip(".") not in MODEL_TYPES:
+            st.error(f"{model_file.name}: expected a .keras, .h5 or .tflite file")
+            st.stop()
+        folder = session_dir()
+        # Stored under fixed names: nothing the user typed becomes a path.
+        model_path = folder / f"upload-{len(st.session_state.get('custom_specs', {}))}{suffix}"
+        model_path.write_bytes(model_file.getvalue())
+        labels_path = None
+        if labels_file is not None:
+            labels_path = model_path.with_suffix(".labels.txt")
+            labels_path.write_bytes(labels_file.getvalue())
+        try:
+            with st.spinner("Checking the model…"):
+                new = custom_spec(
+                    model_path, labels_path, normalize=normalize, title=model_file.name
+                )
+        except InferenceError as exc:
+            model_path.unlink(missing_ok=True)
+            st.error(str(exc), icon="🚫")
+        else:
+            st.session_state.setdefault("custom_specs", {})[new.name] = new
+            st.success(
+                f"Added {new.title}: input {new.input_size[0]}×{new.input_size[1]}, "
+                f"{new.num_classes} classes, variants {', '.join(v.value for v in new.variants)}. "
+                "Pick it on the Classify or Compare page.",
+                icon="✅",
+            )

@@ -1,0 +1,194 @@
+"""The Streamlit app through AppTest: start at the router, switch pages, real model, real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from inference import Variant
+from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
+
+APP_TIMEOUT_S = 300
+ENTRYPOINT = str(REPO_ROOT / "streamlit_app.py")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def converted(runners: RunnerPool) -> None:
+    """The session pool converts lite0 once; the app then finds the files in the cache."""
+    for variant in (Variant.FP32, Variant.INT8):
+        runners.get("efficientnet_lite0", variant)
+
+
+def start() -> AppTest:
+    at = AppTest.from_file(ENTRYPOINT, default_timeout=APP_TIMEOUT_S)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def markdown_text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [h.value for h in at.subheader]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_landing_page_asks_for_a_model_first() -> None:
+    at = start()
+
+    assert at.selectbox(key="classify_model").value is None
+    assert at.file_uploader(key="classify_upload").disabled
+    assert at.multiselect(key="classify_samples").disabled
+    assert any("Choose a model first" in i.value for i in at.info)
+
+
+def test_classify_an_uploaded_photo_in_two_variants(converted: None, chelsea: Path) -> None:
+    at = start()
+    at.selectbox(key="classify_model").set_value("efficientnet_lite0").run()
+    assert not at.exception
+    at.multiselect(key="classify_variants").set_value(["fp32", "int8"]).run()
+    assert not at.file_uploader(key="classify_upload").disabled
+
+    at.file_uploader(key="classify_upload").set_value(
+        ("chelsea.png", chelsea.read_bytes(), "image/png")
+    ).run()
+
+    assert not at.exception
+    assert not at.error
+    heading = at.subheader[0].value
+    assert heading.startswith("chelsea.png: ")
+    assert any(label in heading for label in CAT_CLASSES)
+    table = at.dataframe[0].value
+    assert list(table["variant"]) == ["fp32", "int8"]
+    assert set(table["top-1"]) <= CAT_CLASSES
+    assert table["same top-1 as fp32"].iloc[0]
+    assert (table["size MB"] > 0).all()
+    assert len(at.get("vega_lite_chart")) >= 1
+
+
+def test_rerun_does_not_recompute_and_measure_again_does(converted: None) -> None:
+    at = start()
+    at.selectbox(key="classify_model").set_value("efficientnet_lite0").run()
+    at.multiselect(key="classify_variants").set_value(["int8"]).run()
+    at.multiselect(key="classify_samples").set_value(["coffee.jpg"]).run()
+    first = at.session_state["results"]
+    timing = next(iter(first.values())).timing
+
+    at.slider(key="classify_top_k").set_value(3).run()  # a widget elsewhere moves
+    assert next(iter(at.session_state["results"].values())).timing is timing
+
+    at.button(key="classify_remeasure").click().run()
+    assert not at.exception
+    assert next(iter(at.session_state["results"].values())).timing is not timing
+    assert "espresso" in at.subheader[0].value or "cup" in at.subheader[0].value
+
+
+def test_several_images_give_a_summary_and_csv(converted: None, chelsea: Path) -> None:
+    at = start()
+    at.selectbox(key="classify_model").set_value("efficientnet_lite0").run()
+    at.multiselect(key="classify_variants").set_value(["int8"]).run()
+    at.multiselect(key="classify_samples").set_value(["coffee.jpg"]).run()
+    at.file_uploader(key="classify_upload").set_value(
+        [
+            ("chelsea.png", chelsea.read_bytes(), "image/png"),
+            ("notes.jpg", b"this is not a picture", "image/jpeg"),
+        ]
+    ).run()
+
+    assert not at.exception
+    assert len(at.error) == 1 and "notes.jpg" in at.error[0].value
+    summary = at.dataframe[-1].value
+    assert list(summary["image"]) == ["chelsea.png", "coffee.jpg"]
+    assert summary["top-1"].iloc[0] in CAT_CLASSES
+    assert summary["top-1"].iloc[1] in {"espresso", "cup"}
+
+
+def test_compare_page_shows_the_seed_table(converted: None) -> None:
+    at = start()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    at.slider(key="compare_runs").set_value(3).run()
+
+    assert not at.exception
+    grid = at.dataframe[0].value
+    assert list(grid.index) == ["chelsea.jpg", "coffee.jpg"]
+    assert list(grid.columns) == ["efficientnet_lite0 · fp32", "efficientnet_lite0 · int8"]
+    assert grid.loc["chelsea.jpg"].str.split(",").str[0].isin(CAT_CLASSES).all()
+    assert grid.loc["coffee.jpg"].str.contains(" ms").all()
+    three_runs = [v for k, v in at.session_state["timings"].items() if k[-1] == "3"]
+    assert len(three_runs) == 4  # two images x two variants
+    assert all(len(v) == 3 and min(v) > 0 for v in three_runs)
+
+
+def test_models_page_lists_the_zoo_and_conversions(converted: None) -> None:
+    at = start()
+    at.switch_page("pages/models.py").run()
+
+    assert not at.exception
+    table = at.dataframe[0].value
+    lite0 = table.set_index("model").loc["efficientnet_lite0"]
+    assert lite0["offline"] and lite0["source"] == "bundled"
+    assert lite0["int8"].endswith("MB")
+    assert not table.set_index("model").loc["resnet50"]["offline"]
+
+
+def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    at = start()
+    at.switch_page("pages/models.py").run()
+
+    at.file_uploader(key="models_upload_model").set_value(
+        ("../../etc/evil.keras", path.read_bytes(), "application/octet-stream")
+    )
+    at.file_uploader(key="models_upload_labels").set_value(("labels.txt", b"a\nb\n", "text/plain"))
+    at.button(key="models_add").click().run()
+
+    assert not at.exception
+    assert any("3 outputs" in e.value and "2 labels" in e.value for e in at.error)
+    assert "custom_specs" not in at.session_state or not at.session_state["custom_specs"]
+    stored = list(Path(at.session_state["session_dir"]).iterdir())
+    assert all(p.name.startswith("upload-") for p in stored)
+
+
+def test_an_uploaded_model_is_usable_on_the_classify_page(tmp_path: Path) -> None:
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    at = start()
+    at.switch_page("pages/models.py").run()
+    at.file_uploader(key="models_upload_model").set_value(
+        ("tiny.keras", path.read_bytes(), "application/octet-stream")
+    )
+    at.file_uploader(key="models_upload_labels").set_value(("l.txt", b"yes\nno\n", "text/plain"))
+    at.button(key="models_add").click().run()
+
+    assert not at.exception and not at.error
+    (spec,) = at.session_state["custom_specs"].values()
+    assert spec.title == "tiny.keras" and spec.labels == ("yes", "no")
+
+    at.switch_page("pages/classify.py").run()
+    at.selectbox(key="classify_model").set_value(spec.name).run()
+    at.multiselect(key="classify_variants").set_value(["original"]).run()
+    at.multiselect(key="classify_samples").set_value(["rocket.jpg"]).run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value.split(": ")[1].split(" ")[0] in {"yes", "no"}

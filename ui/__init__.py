@@ -1,0 +1,1 @@
+"""Streamlit helpers shared by the pages: cached resources, widgets, tables and charts."""

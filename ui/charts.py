@@ -1,0 +1,109 @@
+"""Altair charts used by the pages. Each takes a tidy DataFrame and returns a chart."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+VARIANT_ORDER = ["original", "fp32", "fp16", "dynamic", "int8"]
+STAGE_ORDER = ["decode", "preprocess", "inference"]
+
+
+def top_k_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """Horizontal bars of class probability, one bar per variant per class.
+
+    Args:
+        rows: Columns ``label``, ``probability`` (0-1) and ``variant``.
+    """
+    variants = [v for v in VARIANT_ORDER if v in set(rows["variant"])] or sorted(
+        set(rows["variant"])
+    )
+    order = rows.groupby("label")["probability"].max().sort_values(ascending=False).index.tolist()
+    base = alt.Chart(rows).encode(
+        y=alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelLimit=220)),
+        x=alt.X(
+            "probability:Q",
+            title="probability",
+            scale=alt.Scale(domain=[0, 1]),
+            axis=alt.Axis(format="%"),
+        ),
+        yOffset=alt.YOffset("variant:N", sort=variants),
+        color=alt.Color("variant:N", sort=variants, legend=alt.Legend(orient="bottom")),
+        tooltip=[
+            "label:N",
+            "variant:N",
+            alt.Tooltip("probability:Q", format=".2%"),
+        ],
+    )
+    bars = base.mark_bar()
+    text = base.mark_text(align="left", dx=3, fontSize=11).encode(
+        text=alt.Text("probability:Q", format=".1%"), color=alt.value("#333")
+    )
+    height = max(120, 22 * len(order) * max(1, len(variants)) // 2 + 40)
+    return (bars + text).properties(height=height)
+
+
+def stage_timing_chart(rows: pd.DataFrame) -> alt.Chart:
+    """Stacked milliseconds per stage for each variant.
+
+    Args:
+        rows: Columns ``variant``, ``stage`` and ``ms``.
+    """
+    variants = [v for v in VARIANT_ORDER if v in set(rows["variant"])]
+    return (
+        alt.Chart(rows)
+        .mark_bar()
+        .encode(
+            y=alt.Y("variant:N", sort=variants, title=None),
+            x=alt.X("ms:Q", title="milliseconds", stack="zero"),
+            color=alt.Color("stage:N", sort=STAGE_ORDER, legend=alt.Legend(orient="bottom")),
+            order=alt.Order("stage_order:Q"),
+            tooltip=["variant:N", "stage:N", alt.Tooltip("ms:Q", format=".2f")],
+        )
+        .transform_calculate(
+            stage_order="indexof(['decode', 'preprocess', 'inference'], datum.stage)"
+        )
+        .properties(height=max(80, 30 * len(variants) + 40))
+    )
+
+
+def latency_spread_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """Inference time per configuration: min-max whisker, interquartile box, median tick.
+
+    Args:
+        rows: Columns ``config`` (model · variant) and ``ms``, one row per timed run.
+    """
+    configs = list(dict.fromkeys(rows["config"]))
+    y = alt.Y("config:N", sort=configs, title=None, axis=alt.Axis(labelLimit=260))
+    box = (
+        alt.Chart(rows)
+        .mark_boxplot(extent="min-max", size=14)
+        .encode(
+            y=y,
+            x=alt.X("ms:Q", title="inference, milliseconds"),
+            color=alt.Color("variant:N", sort=VARIANT_ORDER, legend=alt.Legend(orient="bottom")),
+        )
+    )
+    median = (
+        alt.Chart(rows)
+        .transform_aggregate(median="median(ms)", groupby=["config"])
+        .mark_text(align="left", dx=8, fontSize=11)
+        .encode(y=y, x="median:Q", text=alt.Text("median:Q", format=".1f"))
+    )
+    return (box + median).properties(height=max(100, 32 * len(configs) + 40))
+
+
+def size_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """Model size per variant in megabytes.
+
+    Args:
+        rows: Columns ``variant`` and ``MB``.
+    """
+    variants = [v for v in VARIANT_ORDER if v in set(rows["variant"])]
+    base = alt.Chart(rows).encode(
+        y=alt.Y("variant:N", sort=variants, title=None),
+        x=alt.X("MB:Q", title="size, MB"),
+    )
+    bars = base.mark_bar().encode(color=alt.Color("variant:N", sort=VARIANT_ORDER, legend=None))
+    text = base.mark_text(align="left", dx=3).encode(text=alt.Text("MB:Q", format=".1f"))
+    return (bars + text).properties(height=max(80, 30 * len(variants) + 30))

@@ -1,0 +1,116 @@
+"""Reusable input widgets: model and variant pickers, image inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import streamlit as st
+
+from inference import ModelSpec, Source, Variant, is_available
+from inference.zoo import ASSETS_DIR
+from ui.resources import ImageInput, available_specs
+
+SAMPLES_DIR = ASSETS_DIR / "samples"
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+_SOURCE_ORDER = {Source.BUNDLED: 0, Source.CUSTOM: 1, Source.DOWNLOAD: 2}
+
+
+def model_label(spec: ModelSpec) -> str:
+    """How a model reads in a picker: name, input size, and where it comes from."""
+    height, width = spec.input_size
+    if spec.source is Source.BUNDLED:
+        origin = "offline"
+    elif spec.source is Source.CUSTOM:
+        origin = "your model"
+    else:
+        origin = "downloaded" if is_available(spec) else "download on first use"
+    return f"{spec.title} · {height}×{width} · {origin}"
+
+
+def ordered_specs() -> list[ModelSpec]:
+    specs = available_specs().values()
+    return sorted(specs, key=lambda s: _SOURCE_ORDER[s.source])
+
+
+def model_picker(key: str, *, default: str | None = None) -> ModelSpec | None:
+    """A model selectbox, offline models first; ``None`` until the person picks one."""
+    specs = {spec.name: spec for spec in ordered_specs()}
+    names = list(specs)
+    name = st.selectbox(
+        "Model",
+        names,
+        index=names.index(default) if default in names else None,
+        format_func=lambda n: model_label(specs[n]),
+        placeholder="Choose a model to start",
+        key=key,
+        help="Offline models work at once; download models fetch ImageNet weights on first use.",
+    )
+    return specs.get(name) if name else None
+
+
+def models_picker(key: str, default: Sequence[str]) -> list[ModelSpec]:
+    specs = {spec.name: spec for spec in ordered_specs()}
+    names = st.multiselect(
+        "Models",
+        list(specs),
+        default=[d for d in default if d in specs],
+        format_func=lambda n: model_label(specs[n]),
+        key=key,
+    )
+    return [specs[n] for n in names]
+
+
+def variants_picker(
+    key: str, offered: Sequence[Variant], default: Sequence[Variant], *, disabled: bool = False
+) -> list[Variant]:
+    chosen = st.multiselect(
+        "Variants",
+        [v.value for v in offered],
+        default=[v.value for v in default if v in offered],
+        key=key,
+        disabled=disabled,
+        help=(
+            "original: the Keras model · fp32: TFLite float · fp16: float16 weights · "
+            "dynamic: int8 weights, float activations · int8: full integer (uint8 in/out)"
+        ),
+    )
+    return [Variant(v) for v in chosen]
+
+
+def sample_names() -> list[str]:
+    return sorted(p.name for p in SAMPLES_DIR.glob("*.jpg"))
+
+
+def image_inputs(
+    prefix: str, *, disabled: bool, default_samples: Sequence[str] = ()
+) -> list[ImageInput]:
+    """Uploaded files, an optional camera shot, and bundled samples, in that order."""
+    uploads = st.file_uploader(
+        "Upload images",
+        type=IMAGE_TYPES,
+        accept_multiple_files=True,
+        key=f"{prefix}_upload",
+        disabled=disabled,
+        help="JPEG, PNG, WebP, GIF, BMP or TIFF; several at once.",
+    )
+    left, right = st.columns([3, 1])
+    with left:
+        samples = st.multiselect(
+            "Or try bundled sample photos",
+            sample_names(),
+            default=[s for s in default_samples if s in sample_names()],
+            key=f"{prefix}_samples",
+            disabled=disabled,
+        )
+    with right:
+        use_camera = st.toggle("Use the camera", key=f"{prefix}_camera_on", disabled=disabled)
+    shot = (
+        st.camera_input("Take a photo", key=f"{prefix}_camera", disabled=disabled)
+        if use_camera
+        else None
+    )
+    images = [ImageInput(u.name, u.getvalue()) for u in uploads or []]
+    if shot is not None:
+        images.append(ImageInput("camera.jpg", shot.getvalue()))
+    images.extend(ImageInput(name, (SAMPLES_DIR / name).read_bytes()) for name in samples)
+    return images
