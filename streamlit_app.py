@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="QuantLens", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="QuantLens", page_icon=":material/biotech:", layout="wide")
 
 pages = [
-    st.Page("pages/classify.py", title="Classify", icon="🖼️", default=True),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/models.py", title="Models", icon="📦"),
+    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
 ]
 
 with st.sidebar:

@@ -25,7 +25,10 @@ variants = variants_picker(
 images = image_inputs("classify", disabled=spec is None)
 
 if spec is None:
-    st.info("Choose a model first; the image inputs open once a model is picked.", icon="👆")
+    st.info(
+        "Choose a model first; the image inputs open once a model is picked.",
+        icon=":material/arrow_upward:",
+    )
     st.stop()
 st.session_state["last_model"] = spec.name
 if not variants:
@@ -34,7 +37,7 @@ if not variants:
 if not images:
     st.info(
         f"Upload an image, take a photo, or pick a sample to classify with {spec.title}.",
-        icon="🖼️",
+        icon=":material/image:",
     )
     st.stop()
 
@@ -57,7 +60,7 @@ for image in images:
         results = predictions(image, spec, runners, remeasure=remeasure)
         picture, _ = decoded(image, spec)
     except InputError as exc:
-        st.error(str(exc), icon="🚫")
+        st.error(str(exc), icon=":material/block:")
         continue
     summary.extend(results.values())
     reference = results[tables.reference_variant(list(results))]

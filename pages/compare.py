@@ -29,10 +29,10 @@ runs = st.slider("Timed runs per image (for the spread)", 1, 50, 10, key="compar
 images = image_inputs("compare", disabled=not specs, default_samples=("chelsea.jpg", "coffee.jpg"))
 
 if not specs or not variant_names:
-    st.info("Choose at least one model and one variant.", icon="👆")
+    st.info("Choose at least one model and one variant.", icon=":material/arrow_upward:")
     st.stop()
 if not images:
-    st.info("Upload images or pick samples to compare on.", icon="🖼️")
+    st.info("Upload images or pick samples to compare on.", icon=":material/image:")
     st.stop()
 top_k = st.slider("Classes per chart", 1, 10, 3, key="compare_top_k")
 
@@ -46,7 +46,7 @@ for spec in specs:
         try:
             results = predictions(image, spec, runners)
         except InputError as exc:
-            st.error(str(exc), icon="🚫")
+            st.error(str(exc), icon=":material/block:")
             continue
         for variant, prediction in results.items():
             config = f"{spec.name} · {variant.value}"
@@ -74,7 +74,7 @@ if not cells:
 for image_name, panels in charts_by_image.items():
     st.subheader(image_name)
     for start in range(0, len(panels), COLUMNS_PER_ROW):
-        columns = st.columns(COLUMNS_PER_ROW)
+        columns = st.columns(min(COLUMNS_PER_ROW, len(panels)))
         for column, (config, rows) in zip(
             columns, panels[start : start + COLUMNS_PER_ROW], strict=False
         ):

@@ -70,9 +70,12 @@ if missing:
             ensure_converted(spec, missing)
             st.rerun()
         except InferenceError as exc:
-            st.error(str(exc), icon="⚠️")
+            st.error(str(exc), icon=":material/warning:")
 elif convertible:
-    st.success("Every TFLite variant of this model is converted and cached.", icon="✅")
+    st.success(
+        "Every TFLite variant of this model is converted and cached.",
+        icon=":material/check_circle:",
+    )
 
 downloads = [v for v in convertible if is_converted(spec, v)]
 columns = st.columns(max(1, len(downloads) + 1))
@@ -136,12 +139,12 @@ if submitted:
                 )
         except InferenceError as exc:
             model_path.unlink(missing_ok=True)
-            st.error(str(exc), icon="🚫")
+            st.error(str(exc), icon=":material/block:")
         else:
             st.session_state.setdefault("custom_specs", {})[new.name] = new
             st.success(
                 f"Added {new.title}: input {new.input_size[0]}×{new.input_size[1]}, "
                 f"{new.num_classes} classes, variants {', '.join(v.value for v in new.variants)}. "
                 "Pick it on the Classify or Compare page.",
-                icon="✅",
+                icon=":material/check_circle:",
             )

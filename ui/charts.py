@@ -28,7 +28,11 @@ def top_k_chart(rows: pd.DataFrame) -> alt.LayerChart:
             axis=alt.Axis(format="%"),
         ),
         yOffset=alt.YOffset("variant:N", sort=variants),
-        color=alt.Color("variant:N", sort=variants, legend=alt.Legend(orient="bottom")),
+        color=alt.Color(
+            "variant:N",
+            sort=variants,
+            legend=alt.Legend(orient="bottom") if len(variants) > 1 else None,
+        ),
         tooltip=[
             "label:N",
             "variant:N",
@@ -39,8 +43,8 @@ def top_k_chart(rows: pd.DataFrame) -> alt.LayerChart:
     text = base.mark_text(align="left", dx=3, fontSize=11).encode(
         text=alt.Text("probability:Q", format=".1%"), color=alt.value("#333")
     )
-    height = max(120, 22 * len(order) * max(1, len(variants)) // 2 + 40)
-    return (bars + text).properties(height=height)
+    # Sized per bar, so the legend and axes come on top of a readable plot.
+    return (bars + text).properties(height=alt.Step(16, **{"for": "offset"}))
 
 
 def stage_timing_chart(rows: pd.DataFrame) -> alt.Chart:
@@ -63,12 +67,12 @@ def stage_timing_chart(rows: pd.DataFrame) -> alt.Chart:
         .transform_calculate(
             stage_order="indexof(['decode', 'preprocess', 'inference'], datum.stage)"
         )
-        .properties(height=max(80, 30 * len(variants) + 40))
+        .properties(height=alt.Step(28))
     )
 
 
 def latency_spread_chart(rows: pd.DataFrame) -> alt.LayerChart:
-    """Inference time per configuration: min-max whisker, interquartile box, median tick.
+    """Inference time per configuration: min-max whiskers, quartile box, median written out.
 
     Args:
         rows: Columns ``config`` (model · variant) and ``ms``, one row per timed run.
@@ -86,11 +90,12 @@ def latency_spread_chart(rows: pd.DataFrame) -> alt.LayerChart:
     )
     median = (
         alt.Chart(rows)
-        .transform_aggregate(median="median(ms)", groupby=["config"])
-        .mark_text(align="left", dx=8, fontSize=11)
-        .encode(y=y, x="median:Q", text=alt.Text("median:Q", format=".1f"))
+        .transform_aggregate(median="median(ms)", slowest="max(ms)", groupby=["config"])
+        .transform_calculate(note="'median ' + format(datum.median, '.1f') + ' ms'")
+        .mark_text(align="left", dx=6, fontSize=11)
+        .encode(y=y, x="slowest:Q", text="note:N")
     )
-    return (box + median).properties(height=max(100, 32 * len(configs) + 40))
+    return (box + median).properties(height=alt.Step(30))
 
 
 def size_chart(rows: pd.DataFrame) -> alt.LayerChart:
@@ -106,4 +111,4 @@ def size_chart(rows: pd.DataFrame) -> alt.LayerChart:
     )
     bars = base.mark_bar().encode(color=alt.Color("variant:N", sort=VARIANT_ORDER, legend=None))
     text = base.mark_text(align="left", dx=3).encode(text=alt.Text("MB:Q", format=".1f"))
-    return (bars + text).properties(height=max(80, 30 * len(variants) + 30))
+    return (bars + text).properties(height=alt.Step(26))

@@ -99,14 +99,14 @@ def get_runners(spec: ModelSpec, variants: Sequence[Variant]) -> dict[Variant, R
     try:
         ensure_converted(spec, variants)
     except InferenceError as exc:
-        st.error(str(exc), icon="⚠️")
+        st.error(str(exc), icon=":material/warning:")
         return runners
     for variant in variants:
         try:
             with st.spinner(f"Loading {spec.title} ({variant.value})…"):
                 runners[variant] = cached_runner(model_key(spec), variant.value, spec)
         except InferenceError as exc:
-            st.error(str(exc), icon="⚠️")
+            st.error(str(exc), icon=":material/warning:")
         except Exception:
             log.exception("loading %s %s failed", spec.name, variant.value)
             st.error(f"{spec.title} ({variant.value}) could not be loaded; see the server log.")
