@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -188,7 +191,39 @@ def test_an_uploaded_model_is_usable_on_the_classify_page(tmp_path: Path) -> Non
 
     at.switch_page("pages/classify.py").run()
     at.selectbox(key="classify_model").set_value(spec.name).run()
-    at.multiselect(key="classify_variants").set_value(["original"]).run()
-    at.multiselect(key="classify_samples").set_value(["rocket.jpg"]).run()
+    at.multiselect(key="classify_variants").set_value(["original", "int8"]).run()
+    at.multiselect(key="classify_samples").set_value(["rocket.jpg"]).run()  # converts int8 now
     assert not at.exception and not at.error
-    assert at.subheader[0].value.split(": ")[1].split(" ")[0] in {"yes", "no"}
+    (status,) = at.status
+    assert status.label.startswith("Converted tiny.keras to int8") and status.state == "complete"
+    table = at.dataframe[0].value
+    assert list(table["variant"]) == ["original", "int8"]
+    assert set(table["top-1"]) <= {"yes", "no"}
+
+    at.multiselect(key="classify_samples").set_value(["coffee.jpg"]).run()
+    assert not at.status  # served from the disk cache: no second conversion
+
+
+def test_a_tflite_only_page_does_not_import_tensorflow(converted: None) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file({ENTRYPOINT!r}, default_timeout={APP_TIMEOUT_S})
+        at.run()
+        at.selectbox(key="classify_model").set_value("efficientnet_lite0").run()
+        at.multiselect(key="classify_variants").set_value(["fp32", "int8"]).run()
+        at.multiselect(key="classify_samples").set_value(["chelsea.jpg"]).run()
+        assert not at.exception, at.exception
+        print(at.subheader[0].value)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=600
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    heading, modules = result.stdout.strip().splitlines()[-2:]
+    assert heading.startswith("chelsea.jpg: ")
+    assert modules == "[]"
