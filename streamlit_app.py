@@ -7,6 +7,7 @@ st.set_page_config(page_title="QuantLens", page_icon=":material/biotech:", layou
 pages = [
     st.Page("pages/classify.py", title="Classify", icon=":material/image_search:", default=True),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
 ]
 

@@ -26,7 +26,10 @@ from inference.errors import InferenceError, InputError
 from inference.specs import TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
 from inference.zoo import CUSTOM_SUFFIXES, DEFAULT_MODEL, ZOO, custom_spec, get_spec, is_available
 
-__all__ = ["main"]
+__all__ = ["main", "render"]
+
+FORMATS = ["markdown", "csv", "json"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 log = logging.getLogger("inference")
 
@@ -86,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="images or folders for int8 calibration (default: assets/calibration)",
     )
+    bench = sub.add_parser("bench", help="latency, size and memory per variant")
+    bench.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated zoo names")
+    bench.add_argument("--variants", default="all", help="comma-separated variants, or 'all'")
+    bench.add_argument("--images", type=Path, default=None, help="also classify these images")
+    bench.add_argument("--runs", type=_positive_int, default=50, help="timed runs (default 50)")
+    bench.add_argument("--warmup", type=_positive_int, default=5, help="discarded runs (default 5)")
+    bench.add_argument("--threads", type=_positive_int, default=None, help="LiteRT threads")
+    bench.add_argument("--format", choices=FORMATS, default="markdown")
+
+    evaluate = sub.add_parser("evaluate", help="accuracy of every variant on a labelled folder")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="a zoo name")
+    evaluate.add_argument(
+        "--data", type=Path, required=True, help="folder (or .zip) with one sub-folder per class"
+    )
+    evaluate.add_argument("--variants", default="all", help="comma-separated variants, or 'all'")
+    evaluate.add_argument("--format", choices=FORMATS, default="markdown")
     return parser
 
 
@@ -198,7 +217,184 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "predict": cmd_predict, "convert": cmd_convert}
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: expected a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"{folder}: no image files (.jpg, .png, ...) found")
+    return files
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from inference import benchmark as bench
+    from inference.convert import ensure_variants
+    from inference.pipeline import classify
+    from inference.runners import LiteRTRunner
+
+    specs = [get_spec(name.strip()) for name in args.models.split(",") if name.strip()]
+    images = _image_files(args.images) if args.images else []
+    results, runners = [], {}
+    runner_vs_bare = twelve_mp_ms = None
+    for spec in specs:
+        variants = parse_variants(args.variants, spec.variants)
+        convertible = sorted(
+            {*[v for v in variants if v.is_tflite], Variant.FP32}, key=list(Variant).index
+        )
+        paths = ensure_variants(spec, convertible, progress=_progress)
+        macs = bench.count_macs(paths[Variant.FP32])
+        for variant in variants:
+            print(f"bench: {spec.name} {variant.value}", file=sys.stderr, flush=True)
+            result, runner = bench.benchmark(
+                spec, variant, runs=args.runs, warmup=args.warmup, threads=args.threads, macs=macs
+            )
+            results.append(result)
+            runners[(spec.name, variant)] = runner
+            if spec.name == DEFAULT_MODEL and variant is Variant.INT8:
+                assert isinstance(runner, LiteRTRunner)
+                batch = bench._sample_batch(spec, None)
+                bare = bench.bare_invoke_samples(runner, batch, args.runs)
+                ours = bench._time_calls(lambda r=runner, b=batch: r.predict(b), args.runs)
+                runner_vs_bare = bench.median(ours) / bench.median(bare)
+                jpeg = bench.twelve_megapixel_jpeg()
+                twelve_mp_ms = bench.median(
+                    bench.end_to_end_samples(runner, jpeg, min(args.runs, 20))
+                )
+    targets = bench.targets(results, runner_vs_bare=runner_vs_bare, twelve_mp_ms=twelve_mp_ms)
+    seed_rows = []
+    for path in images:
+        row: dict[str, object] = {"image": path.name}
+        for (model, variant), runner in runners.items():
+            prediction = classify(runner, path, name=path.name, k=1)
+            top = prediction.top_k[0]
+            row[f"{model} {variant.value}"] = f"{top.label}, {prediction.timing.inference:.1f} ms"
+        seed_rows.append(row)
+
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "machine": _machine(),
+                    "results": [r.as_row() for r in results],
+                    "targets": [_target_row(t) for t in targets],
+                    "images": seed_rows,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(render([r.as_row() for r in results], args.format))
+    if args.format == "markdown":
+        print(f"\n{_machine()}; latency = Runner.predict on one preprocessed photo")
+        if targets:
+            print("\n" + render([_target_row(t) for t in targets], "markdown"))
+        if seed_rows:
+            print("\n" + render(seed_rows, "markdown"))
+    return 0
+
+
+def _target_row(target: object) -> dict[str, object]:
+    return {
+        "target": target.name,  # type: ignore[attr-defined]
+        "measured": f"{target.value:.3g}{target.unit}",  # type: ignore[attr-defined]
+        "limit": f"≤ {target.limit:g}{target.unit}",  # type: ignore[attr-defined]
+        "met": "yes" if target.met else "NO",  # type: ignore[attr-defined]
+    }
+
+
+def _machine() -> str:
+    import platform
+
+    from inference.runners import default_threads
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as file:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in file if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {default_threads()} cores available, Python {platform.python_version()}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from inference.evaluate import evaluate, scan_folder, scan_zip
+    from inference.runners import load_runners
+
+    spec = get_spec(args.model)
+    variants = parse_variants(args.variants, spec.variants)
+    if args.data.suffix.lower() == ".zip" and args.data.is_file():
+        dataset = scan_zip(args.data.read_bytes(), spec.labels, name=args.data.name)
+    else:
+        dataset = scan_folder(args.data, spec.labels)
+    runners = dict(zip(variants, load_runners(spec, variants, progress=_progress), strict=True))
+    report = evaluate(spec, runners, dataset)
+    for problem in report.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    summary = [s.as_row(spec.labels) for s in report.scores]
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "model": report.model,
+                    "images": report.images,
+                    "reference": report.reference.value,
+                    "summary": summary,
+                    "per_class": report.per_class_rows(),
+                    "confusion": {s.variant.value: s.confusion.tolist() for s in report.scores},
+                    "confusion_labels": [spec.labels[i] for i in report.classes] + ["other"],
+                    "problems": list(report.problems),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(render(summary, args.format))
+    if args.format == "markdown":
+        print(
+            f"\n{report.images} images, {len(report.classes)} classes; agreement = same top-1 "
+            f"as {report.reference.value}\n"
+        )
+        print(render(report.per_class_rows(), "markdown"))
+    return 0
+
+
+def render(rows: list[dict[str, object]], fmt: str) -> str:
+    """Rows as a Markdown or CSV table (no tabulate dependency for a dozen lines)."""
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    if fmt == "csv":
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return str(value).replace("|", "\\|")
+
+
+COMMANDS = {
+    "models": cmd_models,
+    "predict": cmd_predict,
+    "convert": cmd_convert,
+    "bench": cmd_bench,
+    "evaluate": cmd_evaluate,
+}
 
 
 @contextlib.contextmanager

@@ -80,10 +80,17 @@ def variant_path(
         "converter": CONVERTER_VERSION,
     }
     if variant is Variant.INT8:
-        key["calibration"] = calibration_id(calibration_images(calibration))
+        key["calibration"] = calibration_id(_calibration(spec, calibration))
         key["preprocessing"] = dataclasses.asdict(spec.preprocessing)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir() / f"{spec.name}-{variant.value}-{digest}.tflite"
+
+
+def _calibration(spec: ModelSpec, calibration: Sequence[Path] | None) -> list[Path]:
+    """The caller's calibration images, else the model's own set, else the bundled photos."""
+    if calibration:
+        return calibration_images(calibration)
+    return calibration_images([spec.calibration_dir] if spec.calibration_dir else None)
 
 
 def _is_valid(path: Path) -> bool:
@@ -154,7 +161,7 @@ def ensure_variants(
             raise InputError(f"expected a TFLite variant to convert; received {variant.value!r}")
     if spec.is_tflite_file:
         raise InputError(f"{spec.title} is already a TFLite file; there is nothing to convert")
-    images = calibration_images(calibration)
+    images = _calibration(spec, calibration)
     paths = {v: variant_path(spec, v, images) for v in wanted}
     with _model_lock(spec):
         missing = {v: p for v, p in paths.items() if not _is_valid(p)}
@@ -197,8 +204,11 @@ def _run_worker(
             env=env,
         )
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(json.dumps(request))
-        process.stdin.close()
+        try:
+            process.stdin.write(json.dumps(request))
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; its exit status says how, below
         events: queue.Queue[str | None] = queue.Queue()
 
         def pump() -> None:
@@ -244,6 +254,7 @@ def _run_worker(
 def _spec_to_json(spec: ModelSpec) -> dict[str, Any]:
     data = dataclasses.asdict(spec)
     data["path"] = str(spec.path) if spec.path else None
+    data["calibration_dir"] = str(spec.calibration_dir) if spec.calibration_dir else None
     data["labels"] = []  # the converter does not need them
     return data
 
@@ -268,6 +279,7 @@ def spec_from_json(data: dict[str, Any]) -> ModelSpec:
         variants=tuple(Variant(v) for v in data["variants"]),
         path=Path(data["path"]) if data["path"] else None,
         weights_file=data["weights_file"],
+        calibration_dir=Path(data["calibration_dir"]) if data["calibration_dir"] else None,
         fingerprint=data["fingerprint"],
     )
 

@@ -50,6 +50,10 @@ def build_keras_model(spec: ModelSpec, *, weights: bool = True) -> keras.Model:
     """
     import_tensorflow()
     if spec.source is Source.BUNDLED:
+        if spec.name == "fashion_mnist_cnn":
+            from inference import fashion_mnist
+
+            return fashion_mnist.load_trained_model() if weights else fashion_mnist.build_model()
         from inference.efficientnet_lite import build_efficientnet_lite
 
         return build_efficientnet_lite(spec.name, weights=weights)

@@ -304,6 +304,7 @@ def load_runner(
     threads: int | None = None,
     progress: ProgressCallback | None = None,
     calibration: list[Path] | None = None,
+    warmup: bool = True,
 ) -> Runner:
     """Load ``spec`` as ``variant``, converting and caching the TFLite file if needed.
 
@@ -313,6 +314,8 @@ def load_runner(
         threads: LiteRT threads (default: every core this process may use).
         progress: Called with (message, fraction done) during conversion.
         calibration: Images for int8 calibration (default: ``assets/calibration``).
+        warmup: Run once on zeros before returning, so the first real call is
+            not the one that traces (Keras) or plans (LiteRT).
 
     Raises:
         InputError: The variant is not offered, or a file is unusable.
@@ -335,8 +338,8 @@ def load_runner(
 
         path = ensure_variants(spec, [variant], progress=progress, calibration=calibration)[variant]
         runner = LiteRTRunner(spec, variant, path, threads=threads)
-    # The first call traces (Keras) or plans (LiteRT); keep it out of measured timings.
-    runner.predict(np.zeros((1, *spec.preprocessing.input_shape), np.float32))
+    if warmup:
+        runner.predict(np.zeros((1, *spec.preprocessing.input_shape), np.float32))
     return runner
 
 

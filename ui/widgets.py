@@ -11,7 +11,7 @@ from inference.zoo import ASSETS_DIR
 from ui.resources import ImageInput, available_specs
 
 SAMPLES_DIR = ASSETS_DIR / "samples"
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif"]
 _SOURCE_ORDER = {Source.BUNDLED: 0, Source.CUSTOM: 1, Source.DOWNLOAD: 2}
 
 
@@ -91,7 +91,7 @@ def image_inputs(
         accept_multiple_files=True,
         key=f"{prefix}_upload",
         disabled=disabled,
-        help="JPEG, PNG, WebP, GIF, BMP or TIFF; several at once.",
+        help="JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF; several at once.",
     )
     left, right = st.columns([3, 1])
     with left:

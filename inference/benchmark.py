@@ -1,0 +1,301 @@
+"""Latency, size and memory per variant, measured the way TFLite's benchmark_model does.
+
+For each model and variant: the load time, the first run on its own, warm-up
+runs that are discarded, then N timed runs summarised as median, p90, min, max
+and standard deviation, with the thread count stated and the achieved GMAC/s
+(the network's multiply-adds over the median). Targets are ratios from one run
+on one machine, so they hold wherever they are measured; they are printed, not
+asserted in tests.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from inference.pipeline import classify
+from inference.preprocess import decode_image, preprocess
+from inference.runners import LiteRTRunner, Runner, default_threads, load_runner
+from inference.specs import ModelSpec, Variant
+from inference.zoo import ASSETS_DIR
+
+__all__ = [
+    "BenchResult",
+    "LatencyStats",
+    "Target",
+    "bare_invoke_samples",
+    "benchmark",
+    "count_macs",
+    "end_to_end_samples",
+    "targets",
+]
+
+SAMPLE_IMAGE = ASSETS_DIR / "samples" / "chelsea.jpg"
+TWELVE_MEGAPIXELS = (4000, 3000)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of timed runs, in milliseconds."""
+
+    runs: int
+    median: float
+    p90: float
+    min: float
+    max: float
+    mean: float
+    std: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
+        """Summarise samples; p90 interpolates linearly, std is the population value.
+
+        Raises:
+            ValueError: No samples.
+        """
+        if not samples_ms:
+            raise ValueError("expected at least one timed run; received none")
+        values = np.asarray(samples_ms, dtype=np.float64)
+        return cls(
+            runs=len(values),
+            median=float(np.median(values)),
+            p90=float(np.percentile(values, 90)),
+            min=float(values.min()),
+            max=float(values.max()),
+            mean=float(values.mean()),
+            std=float(values.std()),
+        )
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One model variant's costs."""
+
+    model: str
+    variant: Variant
+    threads: int
+    load_ms: float
+    first_ms: float
+    warmup_runs: int
+    latency: LatencyStats
+    size_bytes: int
+    rss_delta_bytes: int
+    macs: int | None
+    samples_ms: tuple[float, ...] = field(repr=False, default=())
+
+    @property
+    def gmacs_per_second(self) -> float | None:
+        if not self.macs or self.latency.median <= 0:
+            return None
+        return self.macs / 1e9 / (self.latency.median / 1e3)
+
+    def as_row(self) -> dict[str, object]:
+        gmacs = self.gmacs_per_second
+        return {
+            "model": self.model,
+            "variant": self.variant.value,
+            "threads": self.threads,
+            "size MB": round(self.size_bytes / 1e6, 2),
+            "RSS +MB": round(self.rss_delta_bytes / 1e6, 1),
+            "load ms": round(self.load_ms, 1),
+            "first ms": round(self.first_ms, 2),
+            "runs": self.latency.runs,
+            "median ms": round(self.latency.median, 3),
+            "p90 ms": round(self.latency.p90, 3),
+            "min ms": round(self.latency.min, 3),
+            "max ms": round(self.latency.max, 3),
+            "std ms": round(self.latency.std, 3),
+            "GMAC/s": round(gmacs, 2) if gmacs is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance target: a measured value against its limit."""
+
+    name: str
+    value: float
+    limit: float
+    unit: str = "×"
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.limit
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as file:
+            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def count_macs(path: Path) -> int:
+    """Multiply-accumulates of one inference, from a ``.tflite`` file's conv and dense ops."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    shapes = {
+        t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()
+    }
+    total = 0
+    for op in interpreter._get_ops_details():  # the public API has no op list
+        name = op["op_name"]
+        inputs = [i for i in op["inputs"] if i >= 0]
+        if not op["outputs"] or len(inputs) < 2:
+            continue
+        out = shapes.get(op["outputs"][0], ())
+        weights = shapes.get(inputs[1], ())
+        if name == "CONV_2D" and len(out) == 4 and len(weights) == 4:
+            # weights (out_c, kh, kw, in_c)
+            total += math.prod(out) * weights[1] * weights[2] * weights[3]
+        elif name == "DEPTHWISE_CONV_2D" and len(out) == 4 and len(weights) == 4:
+            # weights (1, kh, kw, channels)
+            total += math.prod(out) * weights[1] * weights[2]
+        elif name == "FULLY_CONNECTED" and len(weights) == 2:
+            total += math.prod(out) * weights[1]
+    return total
+
+
+def _sample_batch(spec: ModelSpec, image: Path | None) -> np.ndarray:
+    """A real photo, preprocessed: timings on zeros can flatter sparse kernels."""
+    path = image or SAMPLE_IMAGE
+    return preprocess(
+        decode_image(path, color_mode=spec.preprocessing.color_mode), spec.preprocessing
+    )
+
+
+def _time_calls(call: Callable[[], object], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def benchmark(
+    spec: ModelSpec,
+    variant: Variant,
+    *,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+    image: Path | None = None,
+    macs: int | None = None,
+) -> tuple[BenchResult, Runner]:
+    """Measure one variant; returns the result and the loaded runner (for further use).
+
+    The variant must be converted already (see ``convert.ensure_variants``) so
+    that load time is loading, not conversion.
+    """
+    threads = threads or default_threads()
+    batch = _sample_batch(spec, image)
+    rss_before = resident_bytes()
+    start = time.perf_counter()
+    runner = load_runner(spec, variant, threads=threads, warmup=False)
+    load_ms = (time.perf_counter() - start) * 1e3
+    first_ms = _time_calls(lambda: runner.predict(batch), 1)[0]
+    rss_delta = max(0, resident_bytes() - rss_before)
+    _time_calls(lambda: runner.predict(batch), warmup)
+    samples = _time_calls(lambda: runner.predict(batch), runs)
+    result = BenchResult(
+        model=spec.name,
+        variant=variant,
+        threads=threads if variant.is_tflite else 0,
+        load_ms=load_ms,
+        first_ms=first_ms,
+        warmup_runs=warmup,
+        latency=LatencyStats.from_samples(samples),
+        size_bytes=runner.size_bytes,
+        rss_delta_bytes=rss_delta,
+        macs=macs,
+        samples_ms=tuple(samples),
+    )
+    return result, runner
+
+
+def bare_invoke_samples(runner: LiteRTRunner, batch: np.ndarray, runs: int) -> list[float]:
+    """A bare LiteRT loop on the same file: a fresh interpreter, pre-quantized input."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(runner.path), num_threads=runner.threads)
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+    quantized = runner.quantize_input(batch)
+
+    def invoke() -> None:
+        interpreter.set_tensor(input_index, quantized)
+        interpreter.invoke()
+        interpreter.get_tensor(output_index)
+
+    _time_calls(invoke, max(3, runs // 10))
+    return _time_calls(invoke, runs)
+
+
+def twelve_megapixel_jpeg(image: Path | None = None) -> bytes:
+    """A 4000x3000 JPEG made from a real photo, as a phone would send it."""
+    photo = Image.open(image or SAMPLE_IMAGE).convert("RGB").resize(TWELVE_MEGAPIXELS)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def end_to_end_samples(runner: Runner, data: bytes, runs: int) -> list[float]:
+    """Milliseconds from encoded bytes to top-k: decode (with draft), preprocess, infer."""
+    classify(runner, data, name="12mp.jpg")
+    return _time_calls(lambda: classify(runner, data, name="12mp.jpg"), runs)
+
+
+def targets(
+    results: Sequence[BenchResult],
+    *,
+    runner_vs_bare: float | None = None,
+    twelve_mp_ms: float | None = None,
+) -> list[Target]:
+    """The project's targets that these results can speak to."""
+    by_key = {(r.model, r.variant): r for r in results}
+    found: list[Target] = []
+    int8 = by_key.get(("efficientnet_lite0", Variant.INT8))
+    fp32 = by_key.get(("efficientnet_lite0", Variant.FP32))
+    original = by_key.get(("efficientnet_lite0", Variant.ORIGINAL))
+    if int8 and fp32:
+        found.append(
+            Target(
+                "lite0 int8 median / TFLite fp32 median",
+                int8.latency.median / fp32.latency.median,
+                0.5,
+            )
+        )
+    if int8 and original:
+        found.append(
+            Target(
+                "lite0 int8 median / Keras original median",
+                int8.latency.median / original.latency.median,
+                0.2,
+            )
+        )
+    if runner_vs_bare is not None:
+        found.append(
+            Target("project runner / bare LiteRT invoke (int8 median)", runner_vs_bare, 1.15)
+        )
+    if twelve_mp_ms is not None:
+        found.append(Target("12 MP JPEG to top-k, int8 (median)", twelve_mp_ms, 60.0, " ms"))
+    return found
+
+
+def median(samples: Sequence[float]) -> float:
+    return float(statistics.median(samples))

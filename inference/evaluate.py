@@ -1,0 +1,301 @@
+"""Accuracy of every variant on a labelled image set.
+
+A labelled set is a folder with one sub-folder per class, as Keras'
+``flow_from_directory`` reads it, or the same layout inside a zip archive.
+Folder names match the model's labels ignoring case and punctuation
+(``t_shirt_top`` matches ``T-shirt/top``, ``tiger_cat`` matches ``tiger cat``).
+A folder that matches no label stops the evaluation with a clear error; an
+empty folder or a file that is not an image is reported by name and the rest
+is still evaluated.
+
+Zip archives are read in memory, member by member: nothing is extracted, so no
+name inside an archive ever becomes a path on the server.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from inference.errors import InputError
+from inference.preprocess import decode_image, preprocess
+from inference.runners import Runner
+from inference.specs import ModelSpec, Variant
+
+__all__ = [
+    "Evaluation",
+    "LabelledSet",
+    "VariantScore",
+    "evaluate",
+    "label_key",
+    "scan_folder",
+    "scan_zip",
+]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MAX_ZIP_MEMBERS = 50_000
+MAX_ZIP_BYTES = 1_000_000_000
+BATCH_SIZE = 64
+
+
+def label_key(name: str) -> str:
+    """Compare class names ignoring case and punctuation: ``T-shirt/top`` -> ``tshirttop``."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    name: str
+    """Shown in reports: ``class_folder/file``."""
+    source: Path | bytes
+    label: int
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Images with their true class index, and what could not be used."""
+
+    images: tuple[LabelledImage, ...]
+    problems: tuple[str, ...] = ()
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return tuple(sorted({image.label for image in self.images}))
+
+
+def _match_folders(names: Sequence[str], labels: Sequence[str]) -> dict[str, int]:
+    by_key: dict[str, int] = {}
+    for index, label in enumerate(labels):
+        by_key.setdefault(label_key(label), index)
+    matched, unmatched = {}, []
+    for name in names:
+        index = by_key.get(label_key(name))
+        if index is None:
+            unmatched.append(name)
+        else:
+            matched[name] = index
+    if unmatched:
+        examples = ", ".join(repr(label) for label in labels[:4])
+        raise InputError(
+            f"class folder(s) {', '.join(repr(n) for n in sorted(unmatched))} match no label of "
+            f"this model; expected folder names like {examples} (case and punctuation ignored)"
+        )
+    return matched
+
+
+def scan_folder(root: str | Path, labels: Sequence[str]) -> LabelledSet:
+    """Read a labelled folder: one sub-folder per class.
+
+    Raises:
+        InputError: ``root`` is not a folder, has no class folders, a folder
+            matches no label, or no image was found at all.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: expected a folder with one sub-folder per class")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(f"{root}: expected one sub-folder per class; found none")
+    matched = _match_folders([f.name for f in folders], labels)
+    images, problems = [], []
+    for stray in sorted(p for p in root.iterdir() if p.is_file()):
+        problems.append(f"{stray.name}: not in a class folder, skipped")
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            problems.append(f"{folder.name}/: empty folder")
+        for path in files:
+            images.append(
+                LabelledImage(
+                    f"{folder.name}/{path.relative_to(folder)}", path, matched[folder.name]
+                )
+            )
+    if not images:
+        raise InputError(f"{root}: no images found in its class folders")
+    return LabelledSet(tuple(images), tuple(problems))
+
+
+def scan_zip(data: bytes, labels: Sequence[str], *, name: str = "archive.zip") -> LabelledSet:
+    """Read a labelled set from a zip archive in memory (``class/file`` members).
+
+    Raises:
+        InputError: Not a zip, too large, or the layout does not match the labels.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise InputError(f"{name}: not a zip archive") from None
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise InputError(f"{name}: {len(members)} files; at most {MAX_ZIP_MEMBERS} are accepted")
+    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+        raise InputError(f"{name}: more than {MAX_ZIP_BYTES // 1_000_000} MB uncompressed")
+    grouped: dict[str, list[zipfile.ZipInfo]] = {}
+    problems = []
+    for member in members:
+        parts = [p for p in PurePosixPath(member.filename).parts if p not in ("", ".", "..")]
+        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue
+        if len(parts) < 2:
+            problems.append(f"{member.filename}: not in a class folder, skipped")
+            continue
+        # A single top folder wrapping the classes is common: use the innermost folder.
+        grouped.setdefault(parts[-2], []).append(member)
+    if not grouped:
+        raise InputError(f"{name}: expected class folders with images inside; found none")
+    matched = _match_folders(sorted(grouped), labels)
+    images = [
+        LabelledImage(
+            f"{folder}/{PurePosixPath(m.filename).name}", archive.read(m), matched[folder]
+        )
+        for folder in sorted(grouped)
+        for m in sorted(grouped[folder], key=lambda m: m.filename)
+    ]
+    return LabelledSet(tuple(images), tuple(problems))
+
+
+@dataclass(frozen=True)
+class VariantScore:
+    """How one variant did on the set."""
+
+    variant: Variant
+    accuracy: float
+    top5: float
+    agreement: float | None
+    """Share of images whose top-1 equals the reference variant's top-1."""
+    per_class: dict[int, float]
+    confusion: np.ndarray = field(repr=False)
+    """Rows: true classes of the set; columns: the same classes plus "other"."""
+    median_ms: float
+
+    def as_row(self, labels: Sequence[str]) -> dict[str, object]:
+        return {
+            "variant": self.variant.value,
+            "accuracy": round(self.accuracy, 4),
+            "top-5": round(self.top5, 4),
+            "agreement": None if self.agreement is None else round(self.agreement, 4),
+            "median ms": round(self.median_ms, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    model: str
+    reference: Variant
+    classes: tuple[int, ...]
+    labels: tuple[str, ...]
+    images: int
+    scores: tuple[VariantScore, ...]
+    problems: tuple[str, ...]
+
+    def per_class_rows(self) -> list[dict[str, object]]:
+        rows = []
+        for index in self.classes:
+            row: dict[str, object] = {"class": self.labels[index]}
+            for score in self.scores:
+                row[score.variant.value] = round(score.per_class[index], 4)
+            rows.append(row)
+        return rows
+
+    def confusion_rows(self, variant: Variant) -> list[dict[str, object]]:
+        """Long-form confusion matrix: true class, predicted class, count."""
+        score = next(s for s in self.scores if s.variant is variant)
+        names = [self.labels[i] for i in self.classes] + ["other"]
+        return [
+            {"true": names[r], "predicted": names[c], "count": int(score.confusion[r, c])}
+            for r in range(len(self.classes))
+            for c in range(len(names))
+        ]
+
+
+def evaluate(
+    spec: ModelSpec,
+    runners: dict[Variant, Runner],
+    dataset: LabelledSet,
+    *,
+    progress: Callable[[str, float], None] | None = None,
+) -> Evaluation:
+    """Run every variant on every image of ``dataset`` and score them.
+
+    Each image is decoded and preprocessed once and fed to every variant, so
+    the variants see exactly the same inputs.
+
+    Raises:
+        InputError: None of the images could be decoded.
+    """
+    problems = list(dataset.problems)
+    inputs, truths = [], []
+    for done, item in enumerate(dataset.images):
+        try:
+            image = decode_image(
+                item.source, name=item.name, color_mode=spec.preprocessing.color_mode
+            )
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        inputs.append(preprocess(image, spec.preprocessing)[0])
+        truths.append(item.label)
+        if progress and done % 200 == 0:
+            progress(f"decoding {done}/{len(dataset.images)}", 0.3 * done / len(dataset.images))
+    if not inputs:
+        raise InputError("none of the images could be read; " + "; ".join(problems[:3]))
+    batch = np.stack(inputs)
+    truth = np.asarray(truths)
+    classes = tuple(sorted(set(truths)))
+    reference = Variant.ORIGINAL if Variant.ORIGINAL in runners else next(iter(runners))
+    top5_by_variant: dict[Variant, np.ndarray] = {}
+    times: dict[Variant, float] = {}
+    for step, (variant, runner) in enumerate(runners.items()):
+        if progress:
+            progress(f"running {variant.value}", 0.3 + 0.7 * step / len(runners))
+        top5_rows, per_image_ms = [], []
+        for start in range(0, len(batch), BATCH_SIZE):
+            chunk = batch[start : start + BATCH_SIZE]
+            began = time.perf_counter()
+            probabilities = runner.predict(chunk)
+            per_image_ms.append((time.perf_counter() - began) * 1e3 / len(chunk))
+            top5_rows.append(np.argsort(-probabilities, axis=1, kind="stable")[:, :5])
+        top5_by_variant[variant] = np.concatenate(top5_rows)
+        times[variant] = float(np.median(per_image_ms))
+    scores = []
+    column = {index: i for i, index in enumerate(classes)}
+    for variant, top5 in top5_by_variant.items():
+        top1 = top5[:, 0]
+        confusion = np.zeros((len(classes), len(classes) + 1), dtype=np.int64)
+        for true, predicted in zip(truth, top1, strict=True):
+            confusion[column[true], column.get(int(predicted), len(classes))] += 1
+        per_class = {c: float(np.mean(top1[truth == c] == c)) for c in classes}
+        agreement = (
+            None
+            if variant is reference
+            else float(np.mean(top1 == top5_by_variant[reference][:, 0]))
+        )
+        scores.append(
+            VariantScore(
+                variant=variant,
+                accuracy=float(np.mean(top1 == truth)),
+                top5=float(np.mean((top5 == truth[:, None]).any(axis=1))),
+                agreement=agreement,
+                per_class=per_class,
+                confusion=confusion,
+                median_ms=times[variant],
+            )
+        )
+    if progress:
+        progress("done", 1.0)
+    return Evaluation(
+        model=spec.name,
+        reference=reference,
+        classes=classes,
+        labels=spec.labels,
+        images=len(truth),
+        scores=tuple(scores),
+        problems=tuple(problems),
+    )

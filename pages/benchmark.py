@@ -1,0 +1,150 @@
+"""Benchmark: latency, size and memory per variant, and accuracy on a labelled set."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from inference import DEFAULT_MODEL, InferenceError, Variant
+from inference.benchmark import benchmark, count_macs
+from inference.convert import variant_path
+from inference.evaluate import evaluate, scan_folder, scan_zip
+from inference.runners import default_threads
+from inference.zoo import ASSETS_DIR
+from ui import charts
+from ui.resources import ensure_converted, get_runners
+from ui.widgets import model_picker, models_picker
+
+FASHION_SAMPLE = ASSETS_DIR / "fashion_mnist_sample"
+
+st.title("Benchmark")
+st.caption(
+    "Measured like TFLite's benchmark_model: load, first run, discarded warm-up runs, then "
+    "timed runs on one preprocessed photo. Figures come from this server; compare variants "
+    "as ratios measured in the same run."
+)
+
+specs = models_picker("bench_models", default=[DEFAULT_MODEL])
+variant_names = st.multiselect(
+    "Variants", [v.value for v in Variant], default=[v.value for v in Variant], key="bench_variants"
+)
+left, right = st.columns(2)
+with left:
+    runs = st.slider("Timed runs", 5, 200, 30, key="bench_runs")
+with right:
+    threads = st.number_input(
+        "LiteRT threads", 1, max(1, default_threads()), default_threads(), key="bench_threads"
+    )
+
+if st.button("Run benchmark", key="bench_run", type="primary", disabled=not specs):
+    jobs = [
+        (spec, Variant(v)) for spec in specs for v in variant_names if Variant(v) in spec.variants
+    ]
+    results = []
+    bar = st.progress(0.0, text="starting")
+    for done, (spec, variant) in enumerate(jobs):
+        bar.progress(done / len(jobs), text=f"{spec.title} · {variant.value}")
+        try:
+            if spec.is_tflite_file:
+                macs = count_macs(spec.path)
+            else:
+                ensure_converted(spec, [variant, Variant.FP32])
+                macs = count_macs(variant_path(spec, Variant.FP32))
+            result, runner = benchmark(spec, variant, runs=runs, threads=int(threads), macs=macs)
+            runner.close()
+            results.append(result)
+        except InferenceError as exc:
+            st.error(f"{spec.title} · {variant.value}: {exc}", icon=":material/warning:")
+    bar.progress(1.0, text="done")
+    st.session_state["bench_results"] = results
+
+results = st.session_state.get("bench_results", [])
+if results:
+    table = pd.DataFrame([r.as_row() for r in results])
+    st.dataframe(table, hide_index=True, width="stretch", key="bench_table")
+    st.download_button(
+        "Download CSV",
+        table.to_csv(index=False).encode(),
+        file_name="benchmark.csv",
+        mime="text/csv",
+        key="bench_csv",
+    )
+    samples = pd.DataFrame(
+        [
+            {"config": f"{r.model} · {r.variant.value}", "variant": r.variant.value, "ms": ms}
+            for r in results
+            for ms in r.samples_ms
+        ]
+    )
+    chart_left, chart_right = st.columns([3, 2])
+    with chart_left:
+        st.markdown("**Latency per variant** (box: quartiles, whiskers: min-max)")
+        st.altair_chart(charts.latency_spread_chart(samples), width="stretch")
+    with chart_right:
+        st.markdown("**Size per variant**")
+        sizes = pd.DataFrame(
+            [{"variant": r.variant.value, "MB": r.size_bytes / 1e6} for r in results]
+        ).drop_duplicates("variant")
+        st.altair_chart(charts.size_chart(sizes), width="stretch")
+
+st.divider()
+st.subheader("Accuracy on a labelled set")
+st.caption(
+    "A zip with one folder per class (folder names match labels ignoring case and "
+    "punctuation), or the bundled 200-image Fashion-MNIST sample for fashion_mnist_cnn."
+)
+eval_spec = model_picker("bench_eval_model", default="fashion_mnist_cnn")
+archive = st.file_uploader("Labelled zip", type=["zip"], key="bench_zip")
+if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
+    try:
+        if archive is not None:
+            dataset = scan_zip(archive.getvalue(), eval_spec.labels, name=archive.name)
+        elif eval_spec.name == "fashion_mnist_cnn":
+            dataset = scan_folder(FASHION_SAMPLE, eval_spec.labels)
+        else:
+            raise InferenceError("upload a labelled zip for this model")
+        chosen = [Variant(v) for v in variant_names if Variant(v) in eval_spec.variants]
+        runners = get_runners(eval_spec, chosen)
+        bar = st.progress(0.0, text="evaluating")
+        report = evaluate(
+            eval_spec, runners, dataset, progress=lambda t, f: bar.progress(min(f, 1.0), text=t)
+        )
+        st.session_state["bench_evaluation"] = report
+    except InferenceError as exc:
+        st.error(str(exc), icon=":material/block:")
+
+report = st.session_state.get("bench_evaluation")
+if report is not None:
+    for problem in report.problems:
+        st.warning(problem, icon=":material/warning:")
+    summary = pd.DataFrame([s.as_row(report.labels) for s in report.scores])
+    st.markdown(f"**{report.model}** on {report.images} images, {len(report.classes)} classes")
+    st.dataframe(summary, hide_index=True, width="stretch", key="bench_eval_table")
+    latency = {(r.model, r.variant): r.latency.median for r in results}
+    points = pd.DataFrame(
+        [
+            {
+                "config": f"{report.model} · {s.variant.value}",
+                "variant": s.variant.value,
+                "median ms": latency.get((report.model, s.variant), s.median_ms),
+                "accuracy": s.accuracy,
+            }
+            for s in report.scores
+        ]
+    )
+    pareto, confusion = st.columns(2)
+    with pareto:
+        st.markdown("**Latency vs accuracy** (up and left is better)")
+        st.altair_chart(charts.pareto_chart(points), width="stretch")
+    with confusion:
+        variant = st.selectbox(
+            "Confusion matrix of",
+            [s.variant.value for s in report.scores],
+            key="bench_confusion_variant",
+        )
+        st.altair_chart(
+            charts.confusion_chart(pd.DataFrame(report.confusion_rows(Variant(variant)))),
+            width="content",
+        )
+    with st.expander("Per-class accuracy"):
+        st.dataframe(pd.DataFrame(report.per_class_rows()), hide_index=True, width="stretch")

@@ -1,0 +1,152 @@
+"""Benchmark statistics on known inputs, the MAC count, targets, and the bench command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference import Variant, get_spec
+from inference.benchmark import BenchResult, LatencyStats, Target, count_macs, targets
+from tests.conftest import CAT_CLASSES, RunnerPool
+from tests.test_cli import run_cli
+
+
+def test_latency_stats_on_known_samples() -> None:
+    stats = LatencyStats.from_samples([5.0, 1.0, 4.0, 2.0, 3.0, 10.0, 6.0, 7.0, 8.0, 9.0])
+
+    assert stats.runs == 10
+    assert stats.median == 5.5
+    assert stats.min == 1.0 and stats.max == 10.0
+    assert stats.mean == 5.5
+    assert stats.p90 == pytest.approx(9.1)  # linear interpolation between 9 and 10
+    assert stats.std == pytest.approx(np.sqrt(8.25))  # population standard deviation
+
+
+def test_latency_stats_single_sample_and_empty() -> None:
+    one = LatencyStats.from_samples([2.5])
+    assert (one.median, one.p90, one.std) == (2.5, 2.5, 0.0)
+
+    with pytest.raises(ValueError, match="at least one timed run"):
+        LatencyStats.from_samples([])
+
+
+def _result(variant: Variant, median: float, macs: int | None = 400_000_000) -> BenchResult:
+    return BenchResult(
+        model="efficientnet_lite0",
+        variant=variant,
+        threads=2,
+        load_ms=1.0,
+        first_ms=1.0,
+        warmup_runs=1,
+        latency=LatencyStats.from_samples([median]),
+        size_bytes=1,
+        rss_delta_bytes=0,
+        macs=macs,
+    )
+
+
+def test_targets_are_ratios_of_medians() -> None:
+    results = [
+        _result(Variant.ORIGINAL, 40.0),
+        _result(Variant.FP32, 8.0),
+        _result(Variant.INT8, 3.0),
+    ]
+
+    found = {t.name: t for t in targets(results, runner_vs_bare=1.1, twelve_mp_ms=70.0)}
+
+    assert found["lite0 int8 median / TFLite fp32 median"].value == pytest.approx(0.375)
+    assert found["lite0 int8 median / TFLite fp32 median"].met
+    assert found["lite0 int8 median / Keras original median"].value == pytest.approx(0.075)
+    assert found["project runner / bare LiteRT invoke (int8 median)"].met
+    assert not found["12 MP JPEG to top-k, int8 (median)"].met
+
+
+def test_gmacs_per_second() -> None:
+    assert _result(Variant.INT8, 4.0).gmacs_per_second == pytest.approx(100.0)
+    assert _result(Variant.INT8, 4.0, macs=None).gmacs_per_second is None
+    assert Target("x", 1.0, 1.0).met and not Target("x", 1.01, 1.0).met
+
+
+def test_mac_count_matches_the_keras_layers(runners: RunnerPool) -> None:
+    """Counted from the .tflite ops, checked against the Keras layers' own shapes."""
+    import keras
+
+    path = runners.get("efficientnet_lite0", Variant.FP32).path
+    model = runners.get("efficientnet_lite0", Variant.ORIGINAL).model
+    expected = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            h, w, c = layer.output.shape[1:]
+            expected += h * w * c * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, keras.layers.Conv2D):
+            h, w, c = layer.output.shape[1:]
+            expected += (
+                h * w * c * layer.kernel_size[0] * layer.kernel_size[1] * layer.input.shape[-1]
+            )
+        elif isinstance(layer, keras.layers.Dense):
+            expected += layer.input.shape[-1] * layer.units
+
+    assert count_macs(path) == expected
+    assert 350e6 < expected < 450e6  # EfficientNet-Lite0 is published at about 0.4 GMAC
+
+
+def test_bench_command_prints_the_table_and_the_seed_shape(
+    runners: RunnerPool, chelsea: Path, coffee: Path, tmp_path: Path
+) -> None:
+    for variant in (Variant.FP32, Variant.INT8):
+        runners.get("efficientnet_lite0", variant)
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in (chelsea, coffee):
+        shutil.copy(photo, images / photo.name)
+
+    result = run_cli(
+        "bench", "--variants", "fp32,int8", "--runs", "5", "--warmup", "1",
+        "--images", str(images), "--format", "json",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {row["variant"]: row for row in report["results"]}
+    assert set(rows) == {"fp32", "int8"}
+    for row in rows.values():
+        assert row["runs"] == 5 and row["threads"] >= 1
+        assert row["min ms"] <= row["median ms"] <= row["p90 ms"] <= row["max ms"]
+        assert row["GMAC/s"] > 0 and row["size MB"] > 0
+    assert rows["int8"]["size MB"] < rows["fp32"]["size MB"] / 3
+    names = {t["target"] for t in report["targets"]}
+    assert "lite0 int8 median / TFLite fp32 median" in names
+    assert "12 MP JPEG to top-k, int8 (median)" in names
+    seed = {row["image"]: row for row in report["images"]}
+    assert seed["chelsea.png"]["efficientnet_lite0 int8"].split(",")[0] in CAT_CLASSES
+    assert seed["coffee.png"]["efficientnet_lite0 fp32"].endswith(" ms")
+
+
+def test_bench_markdown_names_the_machine(runners: RunnerPool) -> None:
+    runners.get("efficientnet_lite0", Variant.INT8)
+
+    result = run_cli("bench", "--variants", "int8", "--runs", "3", "--warmup", "1")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("| model | variant | threads |")
+    assert "cores available" in result.stdout
+
+
+def test_bench_rejects_unknown_models() -> None:
+    result = run_cli("bench", "--models", "efficientnet_lite0,alexnet")
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if line.startswith("error: ")
+    ]
+    assert "'alexnet'" in result.stderr
+
+
+def test_spec_of_fashion_model() -> None:
+    spec = get_spec("fashion_mnist_cnn")
+    assert spec.preprocessing.input_shape == (28, 28, 1)
+    assert spec.labels[0] == "T-shirt/top" and spec.num_classes == 10
