@@ -12,7 +12,7 @@ from inference.evaluate import evaluate, scan_folder, scan_zip
 from inference.runners import default_threads
 from inference.zoo import ASSETS_DIR
 from ui import charts
-from ui.resources import ensure_converted, get_runners
+from ui.resources import ensure_converted, get_runners, log
 from ui.widgets import model_picker, models_picker
 
 FASHION_SAMPLE = ASSETS_DIR / "fashion_mnist_sample"
@@ -55,6 +55,9 @@ if st.button("Run benchmark", key="bench_run", type="primary", disabled=not spec
             results.append(result)
         except InferenceError as exc:
             st.error(f"{spec.title} · {variant.value}: {exc}", icon=":material/warning:")
+        except Exception:  # a bug: log it for the operator, keep serving
+            log.exception("benchmark of %s %s failed", spec.name, variant.value)
+            st.error(f"{spec.title} · {variant.value}: failed unexpectedly; the error was logged.")
     bar.progress(1.0, text="done")
     st.session_state["bench_results"] = results
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from inference import InputError, Variant, prepare_image
 from ui import charts, tables
-from ui.resources import decoded, get_runners, predictions
+from ui.resources import decoded, get_runners, log, predictions
 from ui.widgets import image_inputs, model_picker, variants_picker
 
 st.title("Classify")
@@ -61,6 +61,10 @@ for image in images:
         picture, _ = decoded(image, spec)
     except InputError as exc:
         st.error(str(exc), icon=":material/block:")
+        continue
+    except Exception:  # a bug, not bad input: log it for the operator, keep serving
+        log.exception("classifying %s with %s failed", image.name, spec.name)
+        st.error(f"{image.name}: classification failed unexpectedly; the error was logged.")
         continue
     summary.extend(results.values())
     reference = results[tables.reference_variant(list(results))]

@@ -7,7 +7,7 @@ import streamlit as st
 
 from inference import DEFAULT_MODEL, InputError, Variant
 from ui import charts, tables
-from ui.resources import get_runners, predictions, repeat_timings
+from ui.resources import get_runners, log, predictions, repeat_timings
 from ui.widgets import image_inputs, models_picker
 
 COLUMNS_PER_ROW = 4
@@ -47,6 +47,10 @@ for spec in specs:
             results = predictions(image, spec, runners)
         except InputError as exc:
             st.error(str(exc), icon=":material/block:")
+            continue
+        except Exception:  # a bug, not bad input: log it for the operator, keep serving
+            log.exception("comparing %s with %s failed", image.name, spec.name)
+            st.error(f"{image.name}: {spec.title} failed unexpectedly; the error was logged.")
             continue
         for variant, prediction in results.items():
             config = f"{spec.name} · {variant.value}"

@@ -7,7 +7,7 @@ import streamlit as st
 
 from inference import InferenceError, Variant, custom_spec, is_available
 from inference.convert import is_converted, variant_path
-from ui.resources import available_specs, ensure_converted, session_dir
+from ui.resources import available_specs, ensure_converted, log, session_dir
 from ui.widgets import model_label
 
 MODEL_TYPES = ["keras", "h5", "tflite"]
@@ -140,6 +140,10 @@ if submitted:
         except InferenceError as exc:
             model_path.unlink(missing_ok=True)
             st.error(str(exc), icon=":material/block:")
+        except Exception:  # a bug, not bad input: log it for the operator
+            model_path.unlink(missing_ok=True)
+            log.exception("checking uploaded model %s failed", model_file.name)
+            st.error(f"{model_file.name}: could not be checked; the error was logged.")
         else:
             st.session_state.setdefault("custom_specs", {})[new.name] = new
             st.success(

@@ -11,6 +11,8 @@ from inference.zoo import ASSETS_DIR
 from ui.resources import ImageInput, available_specs
 
 SAMPLES_DIR = ASSETS_DIR / "samples"
+MAX_IMAGE_MB = 25
+"""Per-image upload limit; server.maxUploadSize (config.toml) caps everything at 200 MB."""
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif"]
 _SOURCE_ORDER = {Source.BUNDLED: 0, Source.CUSTOM: 1, Source.DOWNLOAD: 2}
 
@@ -91,7 +93,8 @@ def image_inputs(
         accept_multiple_files=True,
         key=f"{prefix}_upload",
         disabled=disabled,
-        help="JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF; several at once.",
+        max_upload_size=MAX_IMAGE_MB,
+        help=f"JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF, up to {MAX_IMAGE_MB} MB each.",
     )
     left, right = st.columns([3, 1])
     with left:
@@ -109,7 +112,16 @@ def image_inputs(
         if use_camera
         else None
     )
-    images = [ImageInput(u.name, u.getvalue()) for u in uploads or []]
+    images = []
+    for upload in uploads or []:
+        if upload.size > MAX_IMAGE_MB * 1_000_000:
+            st.error(
+                f"{upload.name}: {upload.size / 1e6:.0f} MB is over the {MAX_IMAGE_MB} MB "
+                "limit for images",
+                icon=":material/block:",
+            )
+            continue
+        images.append(ImageInput(upload.name, upload.getvalue()))
     if shot is not None:
         images.append(ImageInput("camera.jpg", shot.getvalue()))
     images.extend(ImageInput(name, (SAMPLES_DIR / name).read_bytes()) for name in samples)
