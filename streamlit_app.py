@@ -1,20 +1,33 @@
-"""QuantLens: the router. Page config, navigation, and the shared sidebar; nothing else."""
+"""QuantLens: the router. Page config, navigation, and the shared sidebar; nothing else.
+
+``streamlit run streamlit_app.py`` finds ``app`` below and serves it: the
+dashboard (this file, run as the script of every session) plus the REST routes
+of ``api/``. Streamlit runs the script as ``__main__``; the server imports it
+under its module name, which is when ``app`` is built.
+"""
 
 import streamlit as st
 
-st.set_page_config(page_title="QuantLens", page_icon=":material/biotech:", layout="wide")
+if __name__ == "__main__":
+    st.set_page_config(page_title="QuantLens", page_icon=":material/biotech:", layout="wide")
 
-pages = [
-    st.Page("pages/classify.py", title="Classify", icon=":material/image_search:", default=True),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
-    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
-]
+    pages = [
+        st.Page(
+            "pages/classify.py", title="Classify", icon=":material/image_search:", default=True
+        ),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
+        st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
+    ]
 
-with st.sidebar:
-    st.markdown(
-        "**QuantLens** runs an image classifier as its Keras original and as four "
-        "TensorFlow Lite variants (fp32, fp16, dynamic-range, int8) on your images."
-    )
+    with st.sidebar:
+        st.markdown(
+            "**QuantLens** runs an image classifier as its Keras original and as four "
+            "TensorFlow Lite variants (fp32, fp16, dynamic-range, int8) on your images."
+        )
 
-st.navigation(pages).run()
+    st.navigation(pages).run()
+else:
+    from api.routes import routes
+
+    app = st.App("streamlit_app.py", routes=routes)

@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from inference.errors import InferenceError, InputError
 from inference.specs import TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
-from inference.zoo import CUSTOM_SUFFIXES, DEFAULT_MODEL, ZOO, custom_spec, get_spec, is_available
+from inference.zoo import CUSTOM_SUFFIXES, DEFAULT_MODEL, ZOO, custom_spec, describe, get_spec
 
 __all__ = ["main", "render"]
 
@@ -141,19 +141,7 @@ def _progress(message: str, fraction: float) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [
-        {
-            "name": spec.name,
-            "title": spec.title,
-            "input_size": list(spec.input_size),
-            "num_classes": spec.num_classes,
-            "source": spec.source.value,
-            "available_offline": is_available(spec),
-            "variants": [v.value for v in spec.variants],
-            "preprocessing": spec.preprocessing.describe(),
-        }
-        for spec in ZOO.values()
-    ]
+    rows = [describe(spec) for spec in ZOO.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

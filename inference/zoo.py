@@ -21,6 +21,7 @@ __all__ = [
     "ASSETS_DIR",
     "ZOO",
     "custom_spec",
+    "describe",
     "get_spec",
     "imagenet_labels",
     "is_available",
@@ -198,6 +199,20 @@ def is_available(spec: ModelSpec) -> bool:
         path = keras_weights_path(spec)
         return path is not None and path.is_file()
     return spec.path is not None and spec.path.is_file()
+
+
+def describe(spec: ModelSpec) -> dict[str, object]:
+    """One model as the CLI's ``models --json`` and the API's ``/api/models`` show it."""
+    return {
+        "name": spec.name,
+        "title": spec.title,
+        "input_size": list(spec.input_size),
+        "num_classes": spec.num_classes,
+        "source": spec.source.value,
+        "available_offline": is_available(spec),
+        "variants": [v.value for v in spec.variants],
+        "preprocessing": spec.preprocessing.describe(),
+    }
 
 
 def read_labels(path: str | Path) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ import streamlit as st
 from inference import InferenceError, Variant, custom_spec, is_available
 from inference.convert import is_converted, variant_path
 from ui.resources import available_specs, ensure_converted, log, session_dir
-from ui.widgets import model_label
+from ui.widgets import memory_readout, model_label
 
 MODEL_TYPES = ["keras", "h5", "tflite"]
 NORMALIZE_CHOICES = {
@@ -21,6 +21,7 @@ NORMALIZE_CHOICES = {
 }
 
 st.title("Models")
+memory_readout()
 
 specs = available_specs()
 rows = []

@@ -7,10 +7,13 @@ from collections.abc import Sequence
 import streamlit as st
 
 from inference import ModelSpec, Source, Variant, is_available
+from inference.benchmark import resident_bytes
 from inference.zoo import ASSETS_DIR
 from ui.resources import ImageInput, available_specs
 
 SAMPLES_DIR = ASSETS_DIR / "samples"
+MEMORY_CAP_BYTES = 2_700_000_000
+"""Streamlit Community Cloud's memory limit for an app."""
 MAX_IMAGE_MB = 25
 """Per-image upload limit; server.maxUploadSize (config.toml) caps everything at 200 MB."""
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif"]
@@ -126,3 +129,15 @@ def image_inputs(
         images.append(ImageInput("camera.jpg", shot.getvalue()))
     images.extend(ImageInput(name, (SAMPLES_DIR / name).read_bytes()) for name in samples)
     return images
+
+
+def memory_readout() -> None:
+    """This server's resident memory against Community Cloud's 2.7 GB cap."""
+    rss = resident_bytes()
+    share = rss / MEMORY_CAP_BYTES
+    st.progress(
+        min(share, 1.0),
+        text=f"Server memory: {rss / 1e9:.2f} GB of Community Cloud's "
+        f"{MEMORY_CAP_BYTES / 1e9:.1f} GB cap ({share:.0%}); loaded models are shared by all "
+        "sessions, at most 8 at a time.",
+    )

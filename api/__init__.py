@@ -1,0 +1,1 @@
+"""HTTP API next to the dashboard (Starlette routes mounted by ``st.App``)."""

@@ -1,0 +1,134 @@
+"""The REST API served next to the dashboard, by the same ``streamlit run`` process.
+
+- ``POST /api/predict?model=&variant=&top_k=``: multipart field ``image``;
+  returns the CLI's ``predict --json`` list (one object per variant).
+- ``GET /api/models``: the zoo, as ``python -m inference models --json``.
+- ``GET /api/health``: liveness, with the memory in use.
+
+Bad requests get a 4xx status and ``{"error": "..."}``. Inference runs in
+Starlette's thread pool, so a prediction never blocks the event loop that also
+carries the dashboard's websockets. Runners come from the app's
+``st.cache_resource``, so the API and the dashboard share one copy of each model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from inference import (
+    DEFAULT_MODEL,
+    ZOO,
+    InferenceError,
+    InputError,
+    ModelUnavailableError,
+    Variant,
+    classify,
+    get_spec,
+    parse_variants,
+)
+from inference.benchmark import resident_bytes
+from inference.convert import ensure_variants
+from inference.zoo import describe
+
+log = logging.getLogger("quantlens.api")
+
+MAX_IMAGE_BYTES = 25 * 1024 * 1024
+MAX_TOP_K = 1000
+DRAIN_LIMIT_BYTES = 4 * MAX_IMAGE_BYTES
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _drain(request: Request) -> None:
+    """Read and discard a too-large body (up to a bound), so simple clients get the 413.
+
+    A client that sends its whole body before reading (urllib, requests) sees a
+    reset connection, not the answer, if the server replies without reading.
+    """
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > DRAIN_LIMIT_BYTES:
+            break
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok", "rss_mb": round(resident_bytes() / 1e6, 1)})
+
+
+async def models(request: Request) -> JSONResponse:
+    return JSONResponse([describe(spec) for spec in ZOO.values()])
+
+
+def _predict(model: str, variants: tuple[Variant, ...], data: bytes, name: str, k: int) -> list:
+    from ui.resources import cached_runner, model_key
+
+    spec = get_spec(model)
+    tflite = [v for v in variants if v.is_tflite]
+    if tflite:
+        ensure_variants(spec, tflite)
+    results = []
+    for variant in variants:
+        runner = cached_runner(model_key(spec), variant.value, spec)
+        results.append(classify(runner, data, name=name, k=k).as_dict())
+    return results
+
+
+async def predict(request: Request) -> JSONResponse:
+    params = request.query_params
+    model = params.get("model", DEFAULT_MODEL)
+    if model not in ZOO:
+        return _error(404, f"expected model to be one of {{{', '.join(ZOO)}}}; received {model!r}")
+    spec = ZOO[model]
+    try:
+        variants = parse_variants(params.get("variant", "int8"), spec.variants)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    try:
+        k = int(params.get("top_k", "5"))
+        if not 1 <= k <= MAX_TOP_K:
+            raise ValueError
+    except ValueError:
+        return _error(400, f"expected top_k to be an integer from 1 to {MAX_TOP_K}")
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > MAX_IMAGE_BYTES + 64 * 1024:
+        await _drain(request)
+        return _error(413, f"uploads are limited to {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except Exception:  # malformed multipart bodies raise several types
+        return _error(400, "expected a multipart/form-data body with a file field 'image'")
+    upload = form.get("image")
+    if not isinstance(upload, UploadFile):
+        return _error(400, "expected a multipart/form-data body with a file field 'image'")
+    data = await upload.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        return _error(413, f"uploads are limited to {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    # The client's file name is only ever a label in the answer, never a path.
+    name = (upload.filename or "image")[-200:]
+    try:
+        return JSONResponse(await run_in_threadpool(_predict, model, variants, data, name, k))
+    except InputError as exc:
+        return _error(400, str(exc))
+    except ModelUnavailableError as exc:
+        return _error(503, str(exc))
+    except InferenceError as exc:
+        return _error(500, str(exc))
+    except Exception:
+        log.exception("POST /api/predict failed")
+        return _error(500, "internal error; it was logged")
+
+
+routes = [
+    Route("/api/health", health, methods=["GET"]),
+    Route("/api/models", models, methods=["GET"]),
+    Route("/api/predict", predict, methods=["POST"]),
+]

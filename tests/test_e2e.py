@@ -1,0 +1,224 @@
+"""The whole product as people use it: ``streamlit run``, a real browser, and the REST API.
+
+Starts ``streamlit run streamlit_app.py`` on a free localhost port, drives the
+page in Debian's headless Chromium through Playwright (never a downloaded
+browser), and calls the REST routes served by the same process. Screenshots
+are saved in ``artifacts/`` as test artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inference import Variant
+from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO_ROOT / "artifacts"
+SERVER_START_TIMEOUT_S = 120
+PAGE_TIMEOUT_MS = 240_000
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _post_image(url: str, name: str, data: bytes, timeout: float = 300) -> tuple[int, object]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def server(runners: RunnerPool, conversion_cache: Path) -> Iterator[str]:
+    """``streamlit run streamlit_app.py`` on a free port, with the session's converted files."""
+    for variant in Variant:  # the classify page offers all five; convert them once, here
+        runners.get("efficientnet_lite0", variant)
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "streamlit.log", "w") as log:
+        command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py"]
+        command += ["--server.port", str(port), "--server.headless", "true"]
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env={**os.environ, "QUANTLENS_CACHE_DIR": str(conversion_cache)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_healthy(process, base)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_until_healthy(process: subprocess.Popen, base: str) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"streamlit exited with {process.returncode}; see artifacts/streamlit.log")
+        try:
+            if _get(f"{base}/api/health", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail("streamlit did not answer /api/health in time")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium chromium-driver)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+def test_classify_a_photo_in_a_real_browser_then_compare(
+    server: str, browser, chelsea: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(server)
+    page.get_by_text("Choose a model first").wait_for()
+    page.screenshot(path=ARTIFACTS / "01-landing.png", full_page=True)
+
+    page.locator("[data-testid=stSelectbox]").first.click()
+    page.get_by_role("option", name="EfficientNet-Lite0").click()
+    page.get_by_text("Upload an image, take a photo").wait_for()  # the uploader is enabled now
+    page.locator("input[type=file]").first.set_input_files(str(chelsea))
+    heading = page.get_by_text("chelsea.png:").first
+    heading.wait_for()
+    text = heading.inner_text()
+    chart = page.locator("[data-testid=stVegaLiteChart]").first
+    chart.wait_for()
+    page.screenshot(path=ARTIFACTS / "02-classify.png", full_page=True)
+
+    assert any(label in text for label in CAT_CLASSES), text
+    assert chart.locator("canvas, svg").count() >= 1
+    assert page.locator("[data-testid=stException]").count() == 0
+
+    page.goto(f"{server}/compare")
+    page.get_by_text("Box: quartiles").wait_for()  # the page's last element: the run is done
+    page.locator("[data-testid=stVegaLiteChart]").last.wait_for()
+    page.screenshot(path=ARTIFACTS / "03-compare.png", full_page=True)
+    assert page.locator("[data-testid=stException]").count() == 0
+    page.close()
+
+
+def test_rest_api_predict_next_to_the_dashboard(server: str, chelsea: Path) -> None:
+    status, rows = _post_image(
+        f"{server}/api/predict?model=efficientnet_lite0&variant=int8&top_k=3",
+        "chelsea.png",
+        chelsea.read_bytes(),
+    )
+
+    assert status == 200
+    (row,) = rows
+    assert row["model"] == "efficientnet_lite0" and row["variant"] == "int8"
+    assert len(row["top_k"]) == 3 and row["top_k"][0]["label"] in CAT_CLASSES
+    assert set(row["timing_ms"]) == {"decode", "preprocess", "inference", "total"}
+    assert row["image"] == "chelsea.png"
+
+    status, rows = _post_image(
+        f"{server}/api/predict?variant=fp32,int8", "c.png", chelsea.read_bytes()
+    )
+    assert status == 200 and [r["variant"] for r in rows] == ["fp32", "int8"]
+
+
+def test_rest_api_models_and_health(server: str) -> None:
+    status, body = _get(f"{server}/api/models")
+    assert status == 200
+    names = [m["name"] for m in json.loads(body)]
+    assert "efficientnet_lite0" in names and "fashion_mnist_cnn" in names
+
+    status, body = _get(f"{server}/api/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "data", "status", "phrase"),
+    [
+        ("variant=int9", "a.png", None, 400, "expected variant"),
+        ("model=alexnet", "a.png", None, 404, "expected model"),
+        ("top_k=0", "a.png", None, 400, "top_k"),
+        ("", "notes.jpg", b"just text", 400, "notes.jpg: not an image"),
+        ("", "big.jpg", b"\xff" * (26 * 1024 * 1024), 413, "limited to 25 MB"),
+    ],
+    ids=["variant", "model", "top_k", "not-an-image", "too-large"],
+)
+def test_rest_api_rejects_bad_requests_with_json(
+    server: str, chelsea: Path, query: str, name: str, data: bytes | None, status: int, phrase: str
+) -> None:
+    answer, body = _post_image(f"{server}/api/predict?{query}", name, data or chelsea.read_bytes())
+
+    assert answer == status
+    assert phrase in body["error"]
+
+
+def test_rest_api_without_an_image_field(server: str) -> None:
+    request = urllib.request.Request(f"{server}/api/predict", data=b"x=1", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        raise AssertionError("expected a 400")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400
+        assert "file field 'image'" in json.loads(exc.read())["error"]
