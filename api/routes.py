@@ -33,7 +33,7 @@ from inference import (
     parse_variants,
 )
 from inference.benchmark import resident_bytes
-from inference.convert import ensure_variants
+from inference.convert import is_converted
 from inference.zoo import describe
 
 log = logging.getLogger("quantlens.api")
@@ -68,13 +68,20 @@ async def models(request: Request) -> JSONResponse:
     return JSONResponse([describe(spec) for spec in ZOO.values()])
 
 
+class NotConvertedError(InferenceError):
+    """The API serves converted variants only; converting is an operator's choice."""
+
+
 def _predict(model: str, variants: tuple[Variant, ...], data: bytes, name: str, k: int) -> list:
     from ui.resources import cached_runner, model_key
 
     spec = get_spec(model)
-    tflite = [v for v in variants if v.is_tflite]
-    if tflite:
-        ensure_variants(spec, tflite)
+    missing = [v.value for v in variants if v.is_tflite and not is_converted(spec, v)]
+    if missing:
+        raise NotConvertedError(
+            f"{model} {', '.join(missing)} is not converted yet; convert it on the Models page "
+            f"or with: python -m inference convert --model {model}"
+        )
     results = []
     for variant in variants:
         runner = cached_runner(model_key(spec), variant.value, spec)
@@ -98,7 +105,13 @@ async def predict(request: Request) -> JSONResponse:
             raise ValueError
     except ValueError:
         return _error(400, f"expected top_k to be an integer from 1 to {MAX_TOP_K}")
-    declared = int(request.headers.get("content-length") or 0)
+    if "content-length" not in request.headers:
+        # A chunked body has no size up front; refusing it keeps the limit enforceable.
+        return _error(411, "send the upload with a Content-Length header")
+    try:
+        declared = int(request.headers["content-length"])
+    except ValueError:
+        return _error(400, "the Content-Length header is not a number")
     if declared > MAX_IMAGE_BYTES + 64 * 1024:
         await _drain(request)
         return _error(413, f"uploads are limited to {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
@@ -106,19 +119,23 @@ async def predict(request: Request) -> JSONResponse:
         form = await request.form(max_files=1, max_fields=4)
     except Exception:  # malformed multipart bodies raise several types
         return _error(400, "expected a multipart/form-data body with a file field 'image'")
-    upload = form.get("image")
-    if not isinstance(upload, UploadFile):
-        return _error(400, "expected a multipart/form-data body with a file field 'image'")
-    data = await upload.read(MAX_IMAGE_BYTES + 1)
+    try:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            return _error(400, "expected a multipart/form-data body with a file field 'image'")
+        data = await upload.read(MAX_IMAGE_BYTES + 1)
+        filename = upload.filename
+    finally:
+        await form.close()
     if len(data) > MAX_IMAGE_BYTES:
         return _error(413, f"uploads are limited to {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
     # The client's file name is only ever a label in the answer, never a path.
-    name = (upload.filename or "image")[-200:]
+    name = (filename or "image")[-200:]
     try:
         return JSONResponse(await run_in_threadpool(_predict, model, variants, data, name, k))
     except InputError as exc:
         return _error(400, str(exc))
-    except ModelUnavailableError as exc:
+    except (ModelUnavailableError, NotConvertedError) as exc:
         return _error(503, str(exc))
     except InferenceError as exc:
         return _error(500, str(exc))

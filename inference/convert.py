@@ -218,30 +218,15 @@ def _run_worker(
             events.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + limit
-        error: str | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = events.get(timeout=max(remaining, 0.01))
-            except queue.Empty:
+        try:
+            error = _follow(spec, events, progress, time.monotonic() + limit, limit)
+            returncode = process.wait()
+        finally:
+            # Timed out, or the caller went away (a Streamlit rerun raises from inside
+            # `progress`): never leave a converter running behind the lock.
+            if process.poll() is None:
                 process.kill()
                 process.wait()
-                raise ConversionError(
-                    f"{spec.name}: conversion took longer than {limit:.0f} s and was stopped "
-                    f"(set {TIMEOUT_ENV} to allow more)"
-                ) from None
-            if line is None:
-                break
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a library printed to stdout
-            if event.get("event") == "error":
-                error = event.get("message", "unknown error")
-            elif progress and "message" in event:
-                progress(event["message"], float(event.get("fraction", 0.0)))
-        returncode = process.wait()
     if error is not None:
         kind = _ERRORS.get(error.split(":", 1)[0], ConversionError)
         raise kind(error.split(":", 1)[1].strip() if ":" in error else error)
@@ -249,6 +234,35 @@ def _run_worker(
         raise ConversionError(
             f"{spec.name}: the converter process exited with status {returncode}; see {log_path}"
         )
+
+
+def _follow(
+    spec: ModelSpec,
+    events: queue.Queue[str | None],
+    progress: Progress | None,
+    deadline: float,
+    limit: float,
+) -> str | None:
+    """Relay the converter's JSON-line events until it closes stdout; return its error."""
+    error: str | None = None
+    while True:
+        try:
+            line = events.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            raise ConversionError(
+                f"{spec.name}: conversion took longer than {limit:.0f} s and was stopped "
+                f"(set {TIMEOUT_ENV} to allow more)"
+            ) from None
+        if line is None:
+            return error
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a library printed to stdout
+        if event.get("event") == "error":
+            error = event.get("message", "unknown error")
+        elif progress and "message" in event:
+            progress(event["message"], float(event.get("fraction", 0.0)))
 
 
 def _spec_to_json(spec: ModelSpec) -> dict[str, Any]:

@@ -40,14 +40,15 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-MAX_ZIP_MEMBERS = 50_000
-MAX_ZIP_BYTES = 1_000_000_000
+MAX_ZIP_MEMBERS = 20_000
+MAX_ZIP_BYTES = 300_000_000
+"""Uncompressed; members are read into memory (never extracted to disk)."""
 BATCH_SIZE = 64
 
 
 def label_key(name: str) -> str:
     """Compare class names ignoring case and punctuation: ``T-shirt/top`` -> ``tshirttop``."""
-    return re.sub(r"[^0-9a-z]", "", name.lower())
+    return re.sub(r"[\W_]+", "", name.casefold())
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,21 @@ class LabelledSet:
 
 
 def _match_folders(names: Sequence[str], labels: Sequence[str]) -> dict[str, int]:
-    by_key: dict[str, int] = {}
+    by_key: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
-        by_key.setdefault(label_key(label), index)
+        by_key.setdefault(label_key(label), []).append(index)
     matched, unmatched = {}, []
     for name in names:
-        index = by_key.get(label_key(name))
-        if index is None:
+        indices = by_key.get(label_key(name), []) if label_key(name) else []
+        if not indices:
             unmatched.append(name)
+        elif len(indices) > 1:
+            raise InputError(
+                f"class folder {name!r} matches {len(indices)} labels of this model "
+                f"(indices {', '.join(map(str, indices))}); it cannot be scored unambiguously"
+            )
         else:
-            matched[name] = index
+            matched[name] = indices[0]
     if unmatched:
         examples = ", ".join(repr(label) for label in labels[:4])
         raise InputError(
@@ -151,13 +157,16 @@ def scan_zip(data: bytes, labels: Sequence[str], *, name: str = "archive.zip") -
     if not grouped:
         raise InputError(f"{name}: expected class folders with images inside; found none")
     matched = _match_folders(sorted(grouped), labels)
-    images = [
-        LabelledImage(
-            f"{folder}/{PurePosixPath(m.filename).name}", archive.read(m), matched[folder]
-        )
-        for folder in sorted(grouped)
-        for m in sorted(grouped[folder], key=lambda m: m.filename)
-    ]
+    images = []
+    for folder in sorted(grouped):
+        for member in sorted(grouped[folder], key=lambda m: m.filename):
+            shown = f"{folder}/{PurePosixPath(member.filename).name}"
+            try:
+                data = archive.read(member)
+            except Exception as exc:  # encrypted, unsupported compression, corrupt data
+                problems.append(f"{shown}: cannot be read from the archive ({type(exc).__name__})")
+                continue
+            images.append(LabelledImage(shown, data, matched[folder]))
     return LabelledSet(tuple(images), tuple(problems))
 
 
@@ -230,40 +239,46 @@ def evaluate(
     Raises:
         InputError: None of the images could be decoded.
     """
+    if not runners:
+        raise InputError("expected at least one variant to evaluate; received none")
     problems = list(dataset.problems)
-    inputs, truths = [], []
-    for done, item in enumerate(dataset.images):
-        try:
-            image = decode_image(
-                item.source, name=item.name, color_mode=spec.preprocessing.color_mode
-            )
-        except InputError as exc:
-            problems.append(str(exc))
+    reference = Variant.ORIGINAL if Variant.ORIGINAL in runners else next(iter(runners))
+    top5_rows: dict[Variant, list[np.ndarray]] = {v: [] for v in runners}
+    per_image_ms: dict[Variant, list[float]] = {v: [] for v in runners}
+    truths: list[int] = []
+    total = len(dataset.images)
+    # Batch by batch: decode and preprocess once, run every variant, keep only the top-5,
+    # so memory stays bounded by one batch whatever the size of the set.
+    for start in range(0, total, BATCH_SIZE):
+        inputs, labels = [], []
+        for item in dataset.images[start : start + BATCH_SIZE]:
+            try:
+                image = decode_image(
+                    item.source, name=item.name, color_mode=spec.preprocessing.color_mode
+                )
+            except InputError as exc:
+                problems.append(str(exc))
+                continue
+            inputs.append(preprocess(image, spec.preprocessing)[0])
+            labels.append(item.label)
+        if not inputs:
             continue
-        inputs.append(preprocess(image, spec.preprocessing)[0])
-        truths.append(item.label)
-        if progress and done % 200 == 0:
-            progress(f"decoding {done}/{len(dataset.images)}", 0.3 * done / len(dataset.images))
-    if not inputs:
+        batch = np.stack(inputs)
+        for variant, runner in runners.items():
+            began = time.perf_counter()
+            probabilities = runner.predict(batch)
+            per_image_ms[variant].append((time.perf_counter() - began) * 1e3 / len(batch))
+            top5_rows[variant].append(np.argsort(-probabilities, axis=1, kind="stable")[:, :5])
+        truths.extend(labels)
+        if progress:
+            done = min(start + BATCH_SIZE, total)
+            progress(f"evaluated {done}/{total} images", done / total)
+    if not truths:
         raise InputError("none of the images could be read; " + "; ".join(problems[:3]))
-    batch = np.stack(inputs)
     truth = np.asarray(truths)
     classes = tuple(sorted(set(truths)))
-    reference = Variant.ORIGINAL if Variant.ORIGINAL in runners else next(iter(runners))
-    top5_by_variant: dict[Variant, np.ndarray] = {}
-    times: dict[Variant, float] = {}
-    for step, (variant, runner) in enumerate(runners.items()):
-        if progress:
-            progress(f"running {variant.value}", 0.3 + 0.7 * step / len(runners))
-        top5_rows, per_image_ms = [], []
-        for start in range(0, len(batch), BATCH_SIZE):
-            chunk = batch[start : start + BATCH_SIZE]
-            began = time.perf_counter()
-            probabilities = runner.predict(chunk)
-            per_image_ms.append((time.perf_counter() - began) * 1e3 / len(chunk))
-            top5_rows.append(np.argsort(-probabilities, axis=1, kind="stable")[:, :5])
-        top5_by_variant[variant] = np.concatenate(top5_rows)
-        times[variant] = float(np.median(per_image_ms))
+    top5_by_variant = {v: np.concatenate(rows) for v, rows in top5_rows.items()}
+    times = {v: float(np.median(ms)) for v, ms in per_image_ms.items()}
     scores = []
     column = {index: i for i, index in enumerate(classes)}
     for variant, top5 in top5_by_variant.items():
@@ -288,8 +303,6 @@ def evaluate(
                 median_ms=times[variant],
             )
         )
-    if progress:
-        progress("done", 1.0)
     return Evaluation(
         model=spec.name,
         reference=reference,

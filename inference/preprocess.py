@@ -100,8 +100,10 @@ def decode_image(
             f"{label}: not an image format Pillow can read (expected JPEG, PNG, GIF, WebP, "
             "BMP, TIFF, ...)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"{label}: the image data is damaged or truncated ({exc})") from None
+    except Exception as exc:  # Pillow's decoders raise many types on malformed data
+        raise InputError(
+            f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _too_large(label: str, width: int, height: int) -> InputError:
@@ -115,12 +117,14 @@ def _to_mode(image: Image.Image, color_mode: str) -> Image.Image:
     """Convert any Pillow mode to RGB or L without clipping or black backgrounds."""
     if image.mode in _SIXTEEN_BIT_MODES or image.mode in {"I", "F"}:
         # Pillow's convert() clips 16-bit values at 255; scale them instead.
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32).copy()  # in place below: one buffer
         if image.mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
-            values = values / 257.0
+            values /= 257.0
         elif image.mode == "F" and values.max(initial=0) <= 1.0:
-            values = values * 255.0
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+            values *= 255.0
+        np.rint(values, out=values)
+        np.clip(values, 0, 255, out=values)
+        image = Image.fromarray(values.astype(np.uint8), "L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:

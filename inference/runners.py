@@ -53,19 +53,19 @@ def to_probabilities(scores: np.ndarray) -> np.ndarray:
     1000 outputs no longer sum to exactly 1; anything else is treated as logits
     and goes through a stable softmax.
     """
-    scores = np.asarray(scores, dtype=np.float32)
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float32))
     sums = scores.sum(axis=-1, keepdims=True)
+    # Decided row by row, so an image's answer never depends on its batch mates.
     is_distribution = (
-        np.all(scores >= -PROBABILITY_TOLERANCE)
-        and np.all(scores <= 1 + PROBABILITY_TOLERANCE)
-        and np.all((sums > 0.5) & (sums < 1.5))
+        np.all(scores >= -PROBABILITY_TOLERANCE, axis=-1, keepdims=True)
+        & np.all(scores <= 1 + PROBABILITY_TOLERANCE, axis=-1, keepdims=True)
+        & (sums > 0.5)
+        & (sums < 1.5)
     )
-    if is_distribution:
-        clipped = np.clip(scores, 0.0, 1.0)
-        return clipped / clipped.sum(axis=-1, keepdims=True)
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    clipped = np.clip(scores, 0.0, 1.0)
+    renormalized = clipped / np.maximum(clipped.sum(axis=-1, keepdims=True), 1e-12)
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return np.where(is_distribution, renormalized, exp / exp.sum(axis=-1, keepdims=True))
 
 
 def top_k(probabilities: np.ndarray, labels: tuple[str, ...], k: int = 5) -> tuple[Category, ...]:

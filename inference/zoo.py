@@ -33,6 +33,7 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 IMAGENET_INDEX = ASSETS_DIR / "imagenet_class_index.json"
 MAX_LABELS_BYTES = 5_000_000
 CUSTOM_SUFFIXES = (".keras", ".h5", ".tflite")
+MAX_CUSTOM_INPUT_SIDE = 1024
 
 
 @functools.cache
@@ -283,6 +284,11 @@ def custom_spec(
         input_shape, num_outputs = inspect_keras_file(path)
         variants = (Variant.ORIGINAL, *TFLITE_VARIANTS)
     height, width, channels = input_shape
+    if max(height, width) > MAX_CUSTOM_INPUT_SIDE:
+        raise InputError(
+            f"{path.name}: input {height}x{width} is larger than the "
+            f"{MAX_CUSTOM_INPUT_SIDE}x{MAX_CUSTOM_INPUT_SIDE} this app accepts"
+        )
     if channels not in (1, 3):
         raise InputError(
             f"{path.name}: expected a model taking 1 or 3 channel images; its input has {channels}"

@@ -115,6 +115,9 @@ if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
         st.session_state["bench_evaluation"] = report
     except InferenceError as exc:
         st.error(str(exc), icon=":material/block:")
+    except Exception:  # a bug, not bad input: log it for the operator, keep serving
+        log.exception("evaluation of %s failed", eval_spec.name)
+        st.error("The evaluation failed unexpectedly; the error was logged.")
 
 report = st.session_state.get("bench_evaluation")
 if report is not None:

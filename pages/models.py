@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pandas as pd
 import streamlit as st
 
@@ -127,7 +129,7 @@ if submitted:
             st.stop()
         folder = session_dir()
         # Stored under fixed names: nothing the user typed becomes a path.
-        model_path = folder / f"upload-{len(st.session_state.get('custom_specs', {}))}{suffix}"
+        model_path = folder / f"upload-{uuid.uuid4().hex[:12]}{suffix}"
         model_path.write_bytes(model_file.getvalue())
         labels_path = None
         if labels_file is not None:
@@ -138,13 +140,15 @@ if submitted:
                 new = custom_spec(
                     model_path, labels_path, normalize=normalize, title=model_file.name
                 )
-        except InferenceError as exc:
+        except Exception as exc:
             model_path.unlink(missing_ok=True)
-            st.error(str(exc), icon=":material/block:")
-        except Exception:  # a bug, not bad input: log it for the operator
-            model_path.unlink(missing_ok=True)
-            log.exception("checking uploaded model %s failed", model_file.name)
-            st.error(f"{model_file.name}: could not be checked; the error was logged.")
+            if labels_path is not None:
+                labels_path.unlink(missing_ok=True)
+            if isinstance(exc, InferenceError):
+                st.error(str(exc), icon=":material/block:")
+            else:  # a bug, not bad input: log it for the operator
+                log.exception("checking uploaded model %s failed", model_file.name)
+                st.error(f"{model_file.name}: could not be checked; the error was logged.")
         else:
             st.session_state.setdefault("custom_specs", {})[new.name] = new
             st.success(

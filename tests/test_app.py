@@ -137,18 +137,21 @@ def test_models_page_lists_the_zoo_and_conversions(converted: None) -> None:
     assert not table.set_index("model").loc["resnet50"]["offline"]
 
 
-def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
+def _tiny_keras_model(path: Path, classes: int) -> Path:
     import keras
 
-    model = keras.Sequential(
+    keras.Sequential(
         [
             keras.Input((16, 16, 3)),
             keras.layers.Flatten(),
-            keras.layers.Dense(3, activation="softmax"),
+            keras.layers.Dense(classes, activation="softmax"),
         ]
-    )
-    path = tmp_path / "tiny.keras"
-    model.save(path)
+    ).save(path)
+    return path
+
+
+def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
+    path = _tiny_keras_model(tmp_path / "tiny.keras", classes=3)
     at = start()
     at.switch_page("pages/models.py").run()
 
@@ -161,22 +164,13 @@ def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
     assert not at.exception
     assert any("3 outputs" in e.value and "2 labels" in e.value for e in at.error)
     assert "custom_specs" not in at.session_state or not at.session_state["custom_specs"]
-    stored = list(Path(at.session_state["session_dir"]).iterdir())
-    assert all(p.name.startswith("upload-") for p in stored)
+    session_dir = Path(at.session_state["session_dir"])
+    assert not list(session_dir.iterdir())  # refused: nothing kept
+    assert not list(session_dir.parent.glob("*evil*")) and not Path("/etc/evil.keras").exists()
 
 
 def test_an_uploaded_model_is_usable_on_the_classify_page(tmp_path: Path) -> None:
-    import keras
-
-    model = keras.Sequential(
-        [
-            keras.Input((16, 16, 3)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(2, activation="softmax"),
-        ]
-    )
-    path = tmp_path / "tiny.keras"
-    model.save(path)
+    path = _tiny_keras_model(tmp_path / "tiny.keras", classes=2)
     at = start()
     at.switch_page("pages/models.py").run()
     at.file_uploader(key="models_upload_model").set_value(

@@ -214,6 +214,26 @@ def test_rest_api_rejects_bad_requests_with_json(
     assert phrase in body["error"]
 
 
+def test_rest_api_refuses_chunked_uploads_it_cannot_size(server: str, chelsea: Path) -> None:
+    def chunks():
+        yield b'--x\r\nContent-Disposition: form-data; name="image"; filename="c.png"\r\n\r\n'
+        yield chelsea.read_bytes()
+        yield b"\r\n--x--\r\n"
+
+    request = urllib.request.Request(
+        f"{server}/api/predict",
+        data=chunks(),
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        method="POST",
+    )
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        raise AssertionError("expected a 411")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 411
+        assert "Content-Length" in json.loads(exc.read())["error"]
+
+
 def test_rest_api_without_an_image_field(server: str) -> None:
     request = urllib.request.Request(f"{server}/api/predict", data=b"x=1", method="POST")
     try:

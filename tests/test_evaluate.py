@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inference import InputError, Variant, get_spec
-from inference.evaluate import evaluate, label_key, scan_folder, scan_zip
+from inference.evaluate import _match_folders, evaluate, label_key, scan_folder, scan_zip
 from inference.zoo import ASSETS_DIR
 from tests.conftest import RunnerPool
 from tests.test_cli import run_cli
@@ -106,11 +106,26 @@ def test_zip_upload_gives_the_same_result_and_never_uses_member_names_as_paths(
     dataset = scan_zip(buffer.getvalue(), spec.labels)
     report = evaluate(spec, {Variant.FP32: runners.get("fashion_mnist_cnn", Variant.FP32)}, dataset)
 
-    assert not (tmp_path.parent / "escape").exists()
+    # Members are read as bytes and named "class/file": no archive path survives.
+    assert all(isinstance(item.source, bytes) for item in dataset.images)
+    assert all(item.name.count("/") == 1 and ".." not in item.name for item in dataset.images)
     assert report.images == 200
     assert any("evil.png" in p for p in report.problems)
     expected = next(s for s in fashion_evaluation.scores if s.variant is Variant.FP32)
     assert report.scores[0].accuracy == expected.accuracy
+
+
+def test_ambiguous_and_non_latin_folder_names() -> None:
+    imagenet = get_spec("efficientnet_lite0").labels
+    assert imagenet.count("crane") == 2  # the bird and the machine share a name
+
+    with pytest.raises(InputError, match="'crane' matches 2 labels"):
+        _match_folders(["crane"], imagenet)
+
+    labels = ("猫", "犬", "Ünïcode label")
+    assert _match_folders(["犬", "ünïcode_LABEL"], labels) == {"犬": 1, "ünïcode_LABEL": 2}
+    with pytest.raises(InputError, match="match no label"):
+        _match_folders(["鳥"], labels)
 
 
 def test_not_a_zip() -> None:

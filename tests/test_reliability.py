@@ -26,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 from inference import ConversionError, InputError, Variant, classify, custom_spec, get_spec
 from inference.benchmark import resident_bytes
-from inference.convert import ensure_variants
+from inference.convert import ensure_variants, is_converted, variant_path
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
 from tests.test_cli import run_cli
 
@@ -346,9 +346,13 @@ def test_converter_crash_or_hang_is_reported_and_the_process_survives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, message: str
 ) -> None:
     monkeypatch.setenv("QUANTLENS_CACHE_DIR", str(tmp_path / "cache"))
+    spec = get_spec("efficientnet_lite0")
+    leftover = variant_path(spec, Variant.FP16)
+    leftover.write_bytes(b"half-written by a converter that died" * 100)
     monkeypatch.setattr(sys, "executable", _fake_python(tmp_path, body))
 
     with pytest.raises(ConversionError, match=message):
-        ensure_variants(get_spec("efficientnet_lite0"), [Variant.FP16], timeout=1)
+        ensure_variants(spec, [Variant.FP16], timeout=1)
 
-    assert not any((tmp_path / "cache").glob("*.tflite"))
+    assert not leftover.exists()  # the bad file was removed, not served
+    assert not is_converted(spec, Variant.FP16)

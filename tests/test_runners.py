@@ -68,6 +68,18 @@ def test_to_probabilities_renormalizes_a_rounded_softmax() -> None:
     np.testing.assert_allclose(probabilities[0, :3], np.array([0.41, 0.37, 0.18]) / 0.96, rtol=1e-6)
 
 
+def test_to_probabilities_decides_per_row() -> None:
+    rows = np.array([[0.7, 0.2, 0.1], [2.0, 1.0, 0.0]], np.float32)  # probabilities, logits
+
+    probabilities = to_probabilities(rows)
+
+    np.testing.assert_allclose(probabilities[0], [0.7, 0.2, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(
+        probabilities[1], np.exp([2, 1, 0]) / np.exp([2, 1, 0]).sum(), rtol=1e-6
+    )
+    np.testing.assert_allclose(to_probabilities(rows[:1]), probabilities[:1])
+
+
 def test_to_probabilities_applies_a_stable_softmax_to_logits() -> None:
     logits = np.array([[1000.0, 999.0, -5.0]], np.float32)
 

@@ -59,7 +59,12 @@ def cached_runner(model_key: str, variant: str, _spec: ModelSpec) -> Runner:
 
 
 def model_key(spec: ModelSpec) -> str:
-    return f"{spec.name}:{spec.fingerprint}"
+    """Identifies a runner: the weights, and the labels and scaling it answers with.
+
+    Two people uploading the same file with different labels must not share answers.
+    """
+    served = hashlib.sha256(repr((spec.labels, spec.preprocessing)).encode()).hexdigest()[:12]
+    return f"{spec.name}:{spec.fingerprint}:{served}"
 
 
 def available_specs() -> dict[str, ModelSpec]:
