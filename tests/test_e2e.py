@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ from inference import Variant
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SESSIONS = 16
+SCORE_TOLERANCE = 1e-5
 ARTIFACTS = REPO_ROOT / "artifacts"
 SERVER_START_TIMEOUT_S = 120
 PAGE_TIMEOUT_MS = 240_000
@@ -182,6 +185,30 @@ def test_rest_api_predict_next_to_the_dashboard(server: str, chelsea: Path) -> N
         f"{server}/api/predict?variant=fp32,int8", "c.png", chelsea.read_bytes()
     )
     assert status == 200 and [r["variant"] for r in rows] == ["fp32", "int8"]
+
+
+def test_sixteen_concurrent_clients_get_single_client_results(
+    server: str, chelsea: Path, coffee: Path
+) -> None:
+    """Sixteen requests at once through the server's shared cached runners."""
+    photos = [chelsea, coffee]
+    url = f"{server}/api/predict?variant=original,int8&top_k=5"
+    single = [_post_image(url, p.name, p.read_bytes())[1] for p in photos]
+
+    def client(index: int) -> object:
+        photo = photos[index % 2]
+        return _post_image(url, photo.name, photo.read_bytes())
+
+    with ThreadPoolExecutor(SESSIONS) as pool:
+        answers = list(pool.map(client, range(SESSIONS)))
+
+    for index, (status, rows) in enumerate(answers):
+        assert status == 200
+        expected = single[index % 2]
+        for row, reference in zip(rows, expected, strict=True):
+            assert [c["label"] for c in row["top_k"]] == [c["label"] for c in reference["top_k"]]
+            for got, want in zip(row["top_k"], reference["top_k"], strict=True):
+                assert abs(got["score"] - want["score"]) <= SCORE_TOLERANCE
 
 
 def test_rest_api_models_and_health(server: str) -> None:
