@@ -28,6 +28,13 @@ if __name__ == "__main__":
 
     st.navigation(pages).run()
 else:
+    from streamlit.runtime.pages_manager import PagesManager
+
     from api.routes import routes
 
+    # Streamlit treats a folder named pages/ as v1 multipage pages until the first
+    # st.navigation call; a server whose first visitor opens a deep link (/compare)
+    # would then run that page without this router. st.navigation sets exactly this
+    # flag; setting it once at start-up makes every session go through the router.
+    PagesManager.uses_pages_directory = False
     app = st.App("streamlit_app.py", routes=routes)

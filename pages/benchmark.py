@@ -138,19 +138,16 @@ if report is not None:
             for s in report.scores
         ]
     )
-    pareto, confusion = st.columns(2)
-    with pareto:
-        st.markdown("**Latency vs accuracy** (up and left is better)")
-        st.altair_chart(charts.pareto_chart(points), width="stretch")
-    with confusion:
-        variant = st.selectbox(
-            "Confusion matrix of",
-            [s.variant.value for s in report.scores],
-            key="bench_confusion_variant",
-        )
-        st.altair_chart(
-            charts.confusion_chart(pd.DataFrame(report.confusion_rows(Variant(variant)))),
-            width="content",
-        )
+    st.markdown("**Latency vs accuracy** (up and left is better)")
+    st.altair_chart(charts.pareto_chart(points), width="stretch")
+    variant = st.selectbox(
+        "Confusion matrix of",
+        [s.variant.value for s in report.scores],
+        key="bench_confusion_variant",
+    )
+    st.altair_chart(
+        charts.confusion_chart(pd.DataFrame(report.confusion_rows(Variant(variant)))),
+        width="content",
+    )
     with st.expander("Per-class accuracy"):
         st.dataframe(pd.DataFrame(report.per_class_rows()), hide_index=True, width="stretch")

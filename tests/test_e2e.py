@@ -135,6 +135,20 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
+def test_a_deep_link_as_the_first_visit_goes_through_the_router(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{server}/models")  # module-scoped server: this is its first session
+
+    page.get_by_text("Your own model").wait_for()
+    navigation = page.locator("[data-testid=stSidebarNav]").inner_text()
+    page.screenshot(path=ARTIFACTS / "00-deep-link.png")
+    page.close()
+
+    assert "Classify" in navigation and "Benchmark" in navigation
+    assert "streamlit app" not in navigation.lower()
+
+
 def test_classify_a_photo_in_a_real_browser_then_compare(
     server: str, browser, chelsea: Path
 ) -> None:

@@ -137,7 +137,7 @@ def pareto_chart(rows: pd.DataFrame) -> alt.LayerChart:
     points = base.mark_point(size=90, filled=True).encode(
         color=alt.Color("variant:N", sort=VARIANT_ORDER, legend=alt.Legend(orient="bottom"))
     )
-    text = base.mark_text(align="left", dx=8, fontSize=11).encode(text="config:N")
+    text = base.mark_text(align="left", dx=8, dy=-8, fontSize=11).encode(text="variant:N")
     return (points + text).properties(height=320)
 
 
@@ -170,4 +170,4 @@ def confusion_chart(rows: pd.DataFrame) -> alt.LayerChart:
         text=alt.condition("datum.count > 0", "count:Q", alt.value("")),
         color=alt.condition("datum.count > datum.most / 2", alt.value("white"), alt.value("#333")),
     )
-    return (cells + text).properties(height=alt.Step(26), width=alt.Step(44))
+    return (cells + text).properties(height=alt.Step(28), width=alt.Step(56))
