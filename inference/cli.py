@@ -320,7 +320,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(spec, runners, dataset)
     for problem in report.problems:
         print(f"skipped: {problem}", file=sys.stderr)
-    summary = [s.as_row(spec.labels) for s in report.scores]
+    summary = [s.as_row() for s in report.scores]
     if args.format == "json":
         print(
             json.dumps(

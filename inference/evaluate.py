@@ -184,7 +184,7 @@ class VariantScore:
     """Rows: true classes of the set; columns: the same classes plus "other"."""
     median_ms: float
 
-    def as_row(self, labels: Sequence[str]) -> dict[str, object]:
+    def as_row(self) -> dict[str, object]:
         return {
             "variant": self.variant.value,
             "accuracy": round(self.accuracy, 4),

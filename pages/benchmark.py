@@ -123,7 +123,8 @@ report = st.session_state.get("bench_evaluation")
 if report is not None:
     for problem in report.problems:
         st.warning(problem, icon=":material/warning:")
-    summary = pd.DataFrame([s.as_row(report.labels) for s in report.scores])
+    summary = pd.DataFrame([s.as_row() for s in report.scores])
+    summary["agreement"] = pd.to_numeric(summary["agreement"])  # the reference row: blank
     st.markdown(f"**{report.model}** on {report.images} images, {len(report.classes)} classes")
     st.dataframe(summary, hide_index=True, width="stretch", key="bench_eval_table")
     latency = {(r.model, r.variant): r.latency.median for r in results}
