@@ -89,12 +89,12 @@ class Source(enum.StrEnum):
 
 NormalizeMode = Literal["lite", "tf", "torch", "caffe", "raw", "unit"]
 
-_NORMALIZE_HELP = {
+NORMALIZE_HELP = {
     "lite": "(x - 127) / 128 (EfficientNet-Lite)",
     "tf": "x / 127.5 - 1 (keras.applications 'tf')",
     "torch": "x / 255, then ImageNet mean/std (keras.applications 'torch')",
     "caffe": "RGB to BGR, minus the ImageNet mean (keras.applications 'caffe')",
-    "raw": "pixel values 0-255 unchanged (the model normalizes itself)",
+    "raw": "0-255, unchanged (the model rescales itself)",
     "unit": "x / 255",
 }
 
@@ -115,9 +115,9 @@ class Preprocessing:
     """Pillow filter used to resize the crop."""
 
     def __post_init__(self) -> None:
-        if self.normalize not in _NORMALIZE_HELP:
+        if self.normalize not in NORMALIZE_HELP:
             raise ValueError(
-                f"expected normalize to be one of {sorted(_NORMALIZE_HELP)}; "
+                f"expected normalize to be one of {sorted(NORMALIZE_HELP)}; "
                 f"received {self.normalize!r}"
             )
         if not 0.0 < self.crop_fraction <= 1.0:
@@ -135,7 +135,7 @@ class Preprocessing:
         h, w = self.size
         return (
             f"{self.color_mode}, central crop {self.crop_fraction:.3g}, {self.resample} resize to "
-            f"{h}x{w}, {_NORMALIZE_HELP[self.normalize]}"
+            f"{h}x{w}, {NORMALIZE_HELP[self.normalize]}"
         )
 
 

@@ -9,18 +9,11 @@ import streamlit as st
 
 from inference import InferenceError, Variant, custom_spec, is_available
 from inference.convert import is_converted, variant_path
+from inference.specs import NORMALIZE_HELP
 from ui.resources import available_specs, ensure_converted, log, session_dir
 from ui.widgets import memory_readout, model_label
 
 MODEL_TYPES = ["keras", "h5", "tflite"]
-NORMALIZE_CHOICES = {
-    "raw": "0-255, unchanged (the model rescales itself)",
-    "unit": "x / 255",
-    "tf": "x / 127.5 - 1",
-    "torch": "x / 255, ImageNet mean/std",
-    "caffe": "BGR, minus ImageNet mean",
-    "lite": "(x - 127) / 128",
-}
 
 st.title("Models")
 memory_readout()
@@ -87,7 +80,7 @@ for column, variant in zip(columns, downloads, strict=False):
     with column:
         st.download_button(
             f"{variant.value} .tflite ({path.stat().st_size / 1e6:.1f} MB)",
-            path.read_bytes(),
+            path.read_bytes,  # deferred: read when clicked, not on every rerun
             file_name=f"{spec.name}-{variant.value}.tflite",
             mime="application/octet-stream",
             key=f"models_download_{variant.value}",
@@ -113,8 +106,9 @@ with st.form("models_upload_form", clear_on_submit=False):
     labels_file = st.file_uploader("Labels file", type=["txt"], key="models_upload_labels")
     normalize = st.selectbox(
         "Input scaling the model expects",
-        list(NORMALIZE_CHOICES),
-        format_func=lambda m: f"{m}: {NORMALIZE_CHOICES[m]}",
+        list(NORMALIZE_HELP),
+        index=list(NORMALIZE_HELP).index("raw"),
+        format_func=lambda m: f"{m}: {NORMALIZE_HELP[m]}",
         key="models_normalize",
     )
     submitted = st.form_submit_button("Add model", key="models_add")
