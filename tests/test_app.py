@@ -253,3 +253,19 @@ def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
     assert report.images == 200
     assert all(score.accuracy > 0.8 for score in report.scores)
     assert len(at.get("vega_lite_chart")) >= 4  # latency, size, Pareto, confusion
+
+
+def test_an_image_over_the_upload_limit_is_refused_by_name(converted: None) -> None:
+    from ui.widgets import MAX_IMAGE_MB
+
+    at = start()
+    at.selectbox(key="classify_model").set_value("efficientnet_lite0").run()
+    at.multiselect(key="classify_variants").set_value(["int8"]).run()
+
+    oversized = b"\xff" * ((MAX_IMAGE_MB + 1) * 1_000_000)
+    at.file_uploader(key="classify_upload").set_value(("huge.jpg", oversized, "image/jpeg")).run()
+
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"huge.jpg: {MAX_IMAGE_MB + 1} MB is over the {MAX_IMAGE_MB} MB limit for images"
+    ]
