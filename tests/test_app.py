@@ -164,7 +164,7 @@ def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
     assert not at.exception
     assert any("3 outputs" in e.value and "2 labels" in e.value for e in at.error)
     assert "custom_specs" not in at.session_state or not at.session_state["custom_specs"]
-    session_dir = Path(at.session_state["session_dir"])
+    session_dir = at.session_state["session_folder"].path
     assert not list(session_dir.iterdir())  # refused: nothing kept
     assert not list(session_dir.parent.glob("*evil*")) and not Path("/etc/evil.keras").exists()
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,11 +74,22 @@ def available_specs() -> dict[str, ModelSpec]:
     return {**ZOO, **st.session_state.get("custom_specs", {})}
 
 
+class _SessionFolder:
+    """A temporary folder removed when the session's state is garbage collected."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="quantlens-session-"))
+        weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+
 def session_dir() -> Path:
-    """A temporary folder for this session's uploads; user file names are never used."""
-    if "session_dir" not in st.session_state:
-        st.session_state["session_dir"] = tempfile.mkdtemp(prefix="quantlens-session-")
-    return Path(st.session_state["session_dir"])
+    """A temporary folder for this session's uploads; user file names are never used.
+
+    Streamlit has no end-of-session hook; the folder goes with the session state.
+    """
+    if "session_folder" not in st.session_state:
+        st.session_state["session_folder"] = _SessionFolder()
+    return st.session_state["session_folder"].path
 
 
 def ensure_converted(spec: ModelSpec, variants: Sequence[Variant]) -> None:
