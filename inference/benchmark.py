@@ -36,7 +36,9 @@ __all__ = [
     "benchmark",
     "count_macs",
     "end_to_end_samples",
+    "runner_overhead",
     "targets",
+    "twelve_megapixel_ms",
 ]
 
 SAMPLE_IMAGE = ASSETS_DIR / "samples" / "chelsea.jpg"
@@ -246,6 +248,14 @@ def bare_invoke_samples(runner: LiteRTRunner, batch: np.ndarray, runs: int) -> l
     return _time_calls(invoke, runs)
 
 
+def runner_overhead(runner: LiteRTRunner, runs: int) -> float:
+    """Median of ``runner.predict`` over the median of a bare LiteRT loop, same file and input."""
+    batch = _sample_batch(runner.spec, None)
+    bare = bare_invoke_samples(runner, batch, runs)
+    ours = _time_calls(lambda: runner.predict(batch), runs)
+    return median(ours) / median(bare)
+
+
 def twelve_megapixel_jpeg(image: Path | None = None) -> bytes:
     """A 4000x3000 JPEG made from a real photo, as a phone would send it."""
     photo = Image.open(image or SAMPLE_IMAGE).convert("RGB").resize(TWELVE_MEGAPIXELS)
@@ -258,6 +268,11 @@ def end_to_end_samples(runner: Runner, data: bytes, runs: int) -> list[float]:
     """Milliseconds from encoded bytes to top-k: decode (with draft), preprocess, infer."""
     classify(runner, data, name="12mp.jpg")
     return _time_calls(lambda: classify(runner, data, name="12mp.jpg"), runs)
+
+
+def twelve_megapixel_ms(runner: Runner, runs: int) -> float:
+    """Median milliseconds for a 12 MP JPEG from bytes to top-k."""
+    return median(end_to_end_samples(runner, twelve_megapixel_jpeg(), runs))
 
 
 def targets(

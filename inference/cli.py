@@ -240,14 +240,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             runners[(spec.name, variant)] = runner
             if spec.name == DEFAULT_MODEL and variant is Variant.INT8:
                 assert isinstance(runner, LiteRTRunner)
-                batch = bench._sample_batch(spec, None)
-                bare = bench.bare_invoke_samples(runner, batch, args.runs)
-                ours = bench._time_calls(lambda r=runner, b=batch: r.predict(b), args.runs)
-                runner_vs_bare = bench.median(ours) / bench.median(bare)
-                jpeg = bench.twelve_megapixel_jpeg()
-                twelve_mp_ms = bench.median(
-                    bench.end_to_end_samples(runner, jpeg, min(args.runs, 20))
-                )
+                runner_vs_bare = bench.runner_overhead(runner, args.runs)
+                twelve_mp_ms = bench.twelve_megapixel_ms(runner, min(args.runs, 20))
     targets = bench.targets(results, runner_vs_bare=runner_vs_bare, twelve_mp_ms=twelve_mp_ms)
     seed_rows = []
     for path in images:

@@ -20,8 +20,6 @@ from typing import Any
 from inference.errors import InferenceError
 from inference.specs import ModelSpec, Variant
 
-CALIBRATION_STEPS_NOTE = "calibrating int8 on {n} samples"
-
 
 def emit(**event: Any) -> None:
     print(json.dumps(event), flush=True)
@@ -68,7 +66,7 @@ def convert(spec: ModelSpec, outputs: dict[Variant, Path], calibration: list[Pat
                 from inference.calibration import representative_samples
 
                 samples = list(representative_samples(spec.preprocessing, calibration))
-                emit(message=CALIBRATION_STEPS_NOTE.format(n=len(samples)), fraction=done / steps)
+                emit(message=f"calibrating int8 on {len(samples)} samples", fraction=done / steps)
             emit(message=f"converting {variant.value}", fraction=done / steps)
             start = time.perf_counter()
             converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
