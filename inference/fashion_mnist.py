@@ -4,7 +4,7 @@ The CNN follows the CIFAR-10 seed: VGG-style blocks of two 3x3 convolutions
 with batch norm and max-pooling, a dense head with dropout, and mild
 augmentation. Its weights (about 1 MB) ship in ``assets/``; retrain them with::
 
-    python -m inference.fashion_mnist train --epochs 12
+    python -m inference.fashion_mnist train --epochs 15
 
 which reads the Debian package's files, trains with a fixed seed, and prints
 the test accuracy. ``export`` writes test images as a labelled folder, one
@@ -80,10 +80,10 @@ def build_model() -> Any:
             x = layers.BatchNormalization(name=f"b{block}c{conv}_bn")(x)
             x = layers.ReLU(name=f"b{block}c{conv}_relu")(x)
         x = layers.MaxPooling2D(name=f"b{block}_pool")(x)
-        x = layers.Dropout(0.25, name=f"b{block}_drop")(x)
+        x = layers.Dropout(0.1, name=f"b{block}_drop")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(128, activation="relu", name="fc")(x)
-    x = layers.Dropout(0.5, name="fc_drop")(x)
+    x = layers.Dropout(0.3, name="fc_drop")(x)
     outputs = layers.Dense(len(CLASSES), activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="fashion_mnist_cnn")
 
@@ -104,11 +104,10 @@ def train(epochs: int, out: Path, batch_size: int = 128) -> float:
     x_test, y_test = load_split("test")
     x_train = x_train[..., None].astype("float32") / 255.0
     x_test = x_test[..., None].astype("float32") / 255.0
-    # Mild augmentation, as in the seed: small shifts and zooms, mirror images.
+    # Mild augmentation, as in the seed: small shifts and mirror images.
     augment = keras.Sequential(
         [
-            keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
-            keras.layers.RandomZoom(0.08, fill_mode="constant"),
+            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
             keras.layers.RandomFlip("horizontal"),
         ],
         name="augment",
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m inference.fashion_mnist")
     sub = parser.add_subparsers(dest="command", required=True)
     train_parser = sub.add_parser("train", help="train the CNN and save its weights")
-    train_parser.add_argument("--epochs", type=int, default=12)
+    train_parser.add_argument("--epochs", type=int, default=15)
     train_parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     export_parser = sub.add_parser("export", help="write images as a labelled folder")
     export_parser.add_argument("out", type=Path)

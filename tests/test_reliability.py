@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -211,6 +212,37 @@ def test_keras_model_with_a_custom_layer_is_refused(tmp_path: Path) -> None:
     refused = r"custom\.keras: cannot load this Keras model: it uses custom layers"
     with pytest.raises(InputError, match=refused):
         custom_spec(tmp_path / "custom.keras")
+
+
+def test_a_model_declaring_huge_layers_is_refused_without_touching_the_server(
+    tmp_path: Path,
+) -> None:
+    """A .keras config can declare 40 GB of weights; loading it must not happen here."""
+    import keras
+
+    small = tmp_path / "small.keras"
+    keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    ).save(small)
+    with zipfile.ZipFile(small) as archive:
+        members = {item.filename: archive.read(item) for item in archive.infolist()}
+    config = json.loads(members["config.json"])
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "Dense":
+            layer["config"]["units"] = 40_000_000_000 // (4 * 192)  # 40 GB of float32
+    huge = tmp_path / "huge.keras"
+    with zipfile.ZipFile(huge, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, json.dumps(config) if name == "config.json" else data)
+    rss_before = resident_bytes()
+
+    with pytest.raises(InputError, match=r"huge\.keras: .*(memory|parameters)"):
+        custom_spec(huge)
+    assert resident_bytes() - rss_before < 500_000_000  # the attempt happened in a child
 
 
 def test_truncated_tflite_is_refused(runners: RunnerPool, tmp_path: Path) -> None:
