@@ -6,27 +6,18 @@ process) and for inspecting a user's Keras file.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inference.errors import InputError, ModelUnavailableError
 from inference.specs import ModelSpec, Source
-from inference.zoo import ASSETS_DIR, keras_weights_path
+from inference.zoo import keras_weights_path
 
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["build_keras_model", "describe_keras_file", "import_tensorflow", "inspect_keras_file"]
-
-MAX_CUSTOM_PARAMETERS = 200_000_000
-"""Largest user model accepted (800 MB of float32 weights)."""
-INSPECT_MEMORY_BYTES = 8 * 1024**3
-"""Address space the checker process may use; TensorFlow alone reserves about 3 GB."""
-INSPECT_TIMEOUT_S = 180
+__all__ = ["build_keras_model", "describe_keras_file", "import_tensorflow"]
 
 # keras.applications constructor per download model.
 _APPLICATIONS = {
@@ -124,7 +115,7 @@ def load_keras_file(path: Path) -> keras.Model:
 def describe_keras_file(path: Path) -> dict[str, object]:
     """Input shape, output count and parameter count of a Keras image classifier.
 
-    Loads the model in this process: call it in a child (see ``inspect_keras_file``).
+    Loads the model in this process: the app calls it in a child (``inspect_worker``).
 
     Raises:
         InputError: The model is unsafe or unreadable, or does not map one
@@ -146,56 +137,3 @@ def describe_keras_file(path: Path) -> dict[str, object]:
         "outputs": int(output_shape[1]),
         "parameters": int(model.count_params()),
     }
-
-
-def _limit_memory() -> None:  # pragma: no cover - runs in the child before exec
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (INSPECT_MEMORY_BYTES, INSPECT_MEMORY_BYTES))
-
-
-def inspect_keras_file(path: Path) -> tuple[tuple[int, int, int], int]:
-    """Input (height, width, channels) and output count, read in a child process.
-
-    A Keras file names its layers and their sizes; a crafted one can declare
-    billions of weights and exhaust memory while loading. The check runs in a
-    child with a memory and time limit, so such a file costs the server nothing,
-    and a model over ``MAX_CUSTOM_PARAMETERS`` is refused before the server
-    ever loads it.
-
-    Raises:
-        InputError: The model is unsafe, unreadable, too large, or not an
-            image classifier.
-    """
-    command = [sys.executable, "-m", "inference.inspect_worker", str(path)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ASSETS_DIR.parent), env.get("PYTHONPATH")])
-    )
-    limits = f"{INSPECT_MEMORY_BYTES // 1024**3} GB of memory and {INSPECT_TIMEOUT_S} s"
-    try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            timeout=INSPECT_TIMEOUT_S,
-            env=env,
-            preexec_fn=_limit_memory if sys.platform.startswith("linux") else None,
-        )
-    except subprocess.TimeoutExpired:
-        raise InputError(
-            f"{path.name}: loading this model took more than {limits}; refused"
-        ) from None
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise InputError(f"{path.name}: loading this model needed more than {limits}; refused")
-    answer = json.loads(lines[-1])
-    if "error" in answer:
-        raise InputError(answer["error"])
-    if answer["parameters"] > MAX_CUSTOM_PARAMETERS:
-        raise InputError(
-            f"{path.name}: {answer['parameters'] / 1e6:.0f} M parameters; models over "
-            f"{MAX_CUSTOM_PARAMETERS / 1e6:.0f} M are refused"
-        )
-    height, width, channels = answer["input_shape"]
-    return (height, width, channels), answer["outputs"]

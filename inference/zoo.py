@@ -273,15 +273,14 @@ def custom_spec(
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     fingerprint = file_fingerprint(path)
+    from inference.inspect_worker import inspect_model
+
+    facts = inspect_model(path)  # in a child process, within memory and time limits
+    input_shape = tuple(facts["input_shape"])
+    num_outputs = int(facts["outputs"])
     if path.suffix.lower() == ".tflite":
-        from inference.runners import inspect_tflite
-
-        input_shape, num_outputs, variant = inspect_tflite(path)
-        variants: tuple[Variant, ...] = (variant,)
+        variants: tuple[Variant, ...] = (Variant(facts["variant"]),)
     else:
-        from inference.keras_models import inspect_keras_file
-
-        input_shape, num_outputs = inspect_keras_file(path)
         variants = (Variant.ORIGINAL, *TFLITE_VARIANTS)
     height, width, channels = input_shape
     if max(height, width) > MAX_CUSTOM_INPUT_SIDE:

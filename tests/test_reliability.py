@@ -245,6 +245,24 @@ def test_a_model_declaring_huge_layers_is_refused_without_touching_the_server(
     assert resident_bytes() - rss_before < 500_000_000  # the attempt happened in a child
 
 
+def test_model_size_limits_are_enforced(
+    runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inference import inspect_worker
+
+    tflite = tmp_path / "lite0.tflite"
+    tflite.write_bytes(runners.get("efficientnet_lite0", Variant.FP32).path.read_bytes())
+    facts = inspect_worker.inspect_model(tflite)
+    assert facts["input_shape"] == [224, 224, 3] and facts["variant"] == "fp32"
+    assert 18e6 < facts["tensor_bytes"] < 100e6  # weights plus activations
+
+    monkeypatch.setattr(inspect_worker, "MAX_TENSOR_BYTES", 10_000_000)
+    with pytest.raises(
+        InputError, match=r"lite0\.tflite: its tensors take \d+ MB; models over 10 MB"
+    ):
+        custom_spec(tflite)
+
+
 def test_truncated_tflite_is_refused(runners: RunnerPool, tmp_path: Path) -> None:
     data = runners.get("efficientnet_lite0", Variant.INT8).path.read_bytes()
     path = tmp_path / "cut.tflite"
