@@ -10,6 +10,7 @@ a small set still covers the scales and positions the model will see.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -50,10 +51,24 @@ def calibration_images(paths: Sequence[str | Path] | None = None) -> list[Path]:
 
 
 def calibration_id(images: Sequence[Path]) -> str:
-    """A digest of the images' bytes, so a new calibration set gives new int8 files."""
+    """A digest of the images' bytes, so a new calibration set gives new int8 files.
+
+    Asked on every page rerun and API call (it is part of the int8 cache key), so
+    the bytes are hashed once per set of (path, size, mtime).
+    """
+    return _digest(tuple(sorted((str(p), *_stamp(p)) for p in images)))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(stamped: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for path in sorted(images):
-        digest.update(path.read_bytes())
+    for path, _, _ in stamped:
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:12]
 
 

@@ -15,6 +15,7 @@ served; a file without the TFLite identifier is rebuilt.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -94,18 +95,27 @@ def _calibration(spec: ModelSpec, calibration: Sequence[Path] | None) -> list[Pa
 
 
 def _is_valid(path: Path) -> bool:
-    """A complete TFLite file: the identifier, and a flatbuffer LiteRT's verifier accepts."""
+    """A complete TFLite file: the identifier, and a flatbuffer LiteRT's verifier accepts.
+
+    Pages ask on every rerun, so each version of a file (size, mtime) is verified once.
+    """
     try:
-        with open(path, "rb") as file:
-            head = file.read(8)
+        status = path.stat()
     except OSError:
         return False
+    return _verified(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _verified(path: str, size: int, mtime_ns: int) -> bool:
+    with open(path, "rb") as file:
+        head = file.read(8)
     if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
         return False
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        Interpreter(model_path=str(path))  # verifies offsets; truncation fails here
+        Interpreter(model_path=path)  # verifies offsets; truncation fails here
     except (ValueError, RuntimeError):
         return False
     return True
