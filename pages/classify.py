@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from inference import InputError, Variant, prepare_image
+from inference import Variant, prepare_image
 from ui import charts, tables
-from ui.resources import decoded, get_runners, log, predictions
+from ui.resources import decoded, get_runners, shown_predictions
 from ui.widgets import image_inputs, model_picker, variants_picker
 
 st.title("Classify")
@@ -56,16 +56,10 @@ sizes = {variant: runner.size_bytes for variant, runner in runners.items()}
 summary = []
 for image in images:
     st.divider()
-    try:
-        results = predictions(image, spec, runners, remeasure=remeasure)
-        picture, _ = decoded(image, spec)
-    except InputError as exc:
-        st.error(str(exc), icon=":material/block:")
+    results = shown_predictions(image, spec, runners, remeasure=remeasure)
+    if results is None:
         continue
-    except Exception:  # a bug, not bad input: log it for the operator, keep serving
-        log.exception("classifying %s with %s failed", image.name, spec.name)
-        st.error(f"{image.name}: classification failed unexpectedly; the error was logged.")
-        continue
+    picture, _ = decoded(image, spec)  # decoded fine a moment ago
     summary.extend(results.values())
     reference = results[tables.reference_variant(list(results))]
     best = reference.top_k[0]

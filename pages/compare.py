@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from inference import DEFAULT_MODEL, InputError, Variant
+from inference import DEFAULT_MODEL, Variant
 from ui import charts, tables
-from ui.resources import get_runners, log, predictions, repeat_timings
+from ui.resources import get_runners, repeat_timings, shown_predictions
 from ui.widgets import image_inputs, models_picker
 
 COLUMNS_PER_ROW = 4
@@ -43,14 +43,8 @@ for spec in specs:
     chosen = [Variant(v) for v in variant_names if Variant(v) in spec.variants]
     runners = get_runners(spec, chosen)
     for image in images:
-        try:
-            results = predictions(image, spec, runners)
-        except InputError as exc:
-            st.error(str(exc), icon=":material/block:")
-            continue
-        except Exception:  # a bug, not bad input: log it for the operator, keep serving
-            log.exception("comparing %s with %s failed", image.name, spec.name)
-            st.error(f"{image.name}: {spec.title} failed unexpectedly; the error was logged.")
+        results = shown_predictions(image, spec, runners)
+        if results is None:
             continue
         for variant, prediction in results.items():
             config = f"{spec.name} · {variant.value}"

@@ -29,6 +29,7 @@ from PIL import Image
 from inference import (
     ZOO,
     InferenceError,
+    InputError,
     ModelSpec,
     Prediction,
     Runner,
@@ -205,3 +206,21 @@ def repeat_timings(
             timings.pop(next(iter(timings)))
         timings[key] = measured
     return timings[key]
+
+
+def shown_predictions(
+    image: ImageInput, spec: ModelSpec, runners: dict[Variant, Runner], *, remeasure: bool = False
+) -> dict[Variant, Prediction] | None:
+    """``predictions`` with the pages' error policy; ``None`` when it failed.
+
+    Bad input is shown as one line; a bug is logged for the operator and shown
+    as one line. Either way the page goes on with the next image.
+    """
+    try:
+        return predictions(image, spec, runners, remeasure=remeasure)
+    except InputError as exc:
+        st.error(str(exc), icon=":material/block:")
+    except Exception:
+        log.exception("%s with %s failed", image.name, spec.name)
+        st.error(f"{image.name}: {spec.title} failed unexpectedly; the error was logged.")
+    return None
