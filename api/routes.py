@@ -7,8 +7,9 @@
 
 Bad requests get a 4xx status and ``{"error": "..."}``. Inference runs in
 Starlette's thread pool, so a prediction never blocks the event loop that also
-carries the dashboard's websockets. Runners come from the app's
-``st.cache_resource``, so the API and the dashboard share one copy of each model.
+carries the dashboard's websockets. Runners come from
+:data:`inference.runner_cache.RUNNERS`, so the API and the dashboard share one
+copy of each model.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ from inference import (
     get_spec,
     parse_variants,
 )
-from inference.benchmark import resident_bytes
 from inference.convert import is_converted
+from inference.errors import one_line
+from inference.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_MB
+from inference.runner_cache import RUNNERS
+from inference.system import resident_bytes
 from inference.zoo import describe
 
 log = logging.getLogger("quantlens.api")
 
-MAX_IMAGE_BYTES = 25 * 1024 * 1024
 MAX_TOP_K = 1000
 DRAIN_LIMIT_BYTES = 4 * MAX_IMAGE_BYTES
 
@@ -73,8 +76,6 @@ class NotConvertedError(InferenceError):
 
 
 def _predict(model: str, variants: tuple[Variant, ...], data: bytes, name: str, k: int) -> list:
-    from ui.resources import cached_runner, model_key
-
     spec = get_spec(model)
     missing = [v.value for v in variants if v.is_tflite and not is_converted(spec, v)]
     if missing:
@@ -84,7 +85,7 @@ def _predict(model: str, variants: tuple[Variant, ...], data: bytes, name: str, 
         )
     results = []
     for variant in variants:
-        runner = cached_runner(model_key(spec), variant.value, spec)
+        runner = RUNNERS.get(spec, variant)
         results.append(classify(runner, data, name=name, k=k).as_dict())
     return results
 
@@ -114,7 +115,7 @@ async def predict(request: Request) -> JSONResponse:
         return _error(400, "the Content-Length header is not a number")
     if declared > MAX_IMAGE_BYTES + 64 * 1024:
         await _drain(request)
-        return _error(413, f"uploads are limited to {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+        return _error(413, f"uploads are limited to {MAX_IMAGE_MB} MB")
     try:
         form = await request.form(max_files=1, max_fields=4)
     except Exception:  # malformed multipart bodies raise several types
@@ -128,7 +129,7 @@ async def predict(request: Request) -> JSONResponse:
     finally:
         await form.close()
     if len(data) > MAX_IMAGE_BYTES:
-        return _error(413, f"uploads are limited to {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+        return _error(413, f"uploads are limited to {MAX_IMAGE_MB} MB")
     # The client's file name is only ever a label in the answer, never a path.
     name = (filename or "image")[-200:]
     try:
@@ -137,11 +138,8 @@ async def predict(request: Request) -> JSONResponse:
         return _error(400, str(exc))
     except (ModelUnavailableError, NotConvertedError) as exc:
         return _error(503, str(exc))
-    except InferenceError as exc:
-        return _error(500, str(exc))
-    except Exception:
-        log.exception("POST /api/predict failed")
-        return _error(500, "internal error; it was logged")
+    except Exception as exc:  # an InferenceError's own line, or a bug logged with its traceback
+        return _error(500, one_line(exc, context="POST /api/predict", log=log))
 
 
 routes = [

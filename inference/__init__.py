@@ -12,10 +12,18 @@ does not import TensorFlow; only the ``original`` variant and conversion do.
 
 from __future__ import annotations
 
-from inference.errors import ConversionError, InferenceError, InputError, ModelUnavailableError
+from inference.custom import custom_spec
+from inference.errors import (
+    ConversionError,
+    InferenceError,
+    InputError,
+    ModelUnavailableError,
+    UsageError,
+)
+from inference.loading import load_runner, load_runners
 from inference.pipeline import classify, classify_decoded
 from inference.preprocess import decode_image, prepare_image, preprocess
-from inference.runners import KerasRunner, LiteRTRunner, Runner, load_runner, top_k
+from inference.runners import KerasRunner, LiteRTRunner, Runner, top_k
 from inference.specs import (
     Category,
     ModelSpec,
@@ -24,9 +32,10 @@ from inference.specs import (
     Source,
     Timing,
     Variant,
+    Weights,
     parse_variants,
 )
-from inference.zoo import DEFAULT_MODEL, ZOO, custom_spec, get_spec, is_available
+from inference.zoo import DEFAULT_MODEL, ZOO, get_spec, is_available
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -44,7 +53,9 @@ __all__ = [
     "Runner",
     "Source",
     "Timing",
+    "UsageError",
     "Variant",
+    "Weights",
     "classify",
     "classify_decoded",
     "custom_spec",
@@ -52,6 +63,7 @@ __all__ = [
     "get_spec",
     "is_available",
     "load_runner",
+    "load_runners",
     "parse_variants",
     "prepare_image",
     "preprocess",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -22,11 +21,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from inference.child import Progress
+from inference.convert import ensure_variants
+from inference.loading import load_runner, tflite_path
+from inference.paths import SAMPLES_DIR
 from inference.pipeline import classify
 from inference.preprocess import decode_image, preprocess
-from inference.runners import LiteRTRunner, Runner, default_threads, load_runner
+from inference.runners import LiteRTRunner, Runner
 from inference.specs import ModelSpec, Variant
-from inference.zoo import ASSETS_DIR
+from inference.system import default_threads, resident_bytes
+from inference.tflite_file import open_interpreter
+from inference.zoo import DEFAULT_MODEL
 
 __all__ = [
     "BenchResult",
@@ -36,12 +41,13 @@ __all__ = [
     "benchmark",
     "count_macs",
     "end_to_end_samples",
+    "run_benchmarks",
     "runner_overhead",
     "targets",
     "twelve_megapixel_ms",
 ]
 
-SAMPLE_IMAGE = ASSETS_DIR / "samples" / "chelsea.jpg"
+SAMPLE_IMAGE = SAMPLES_DIR / "chelsea.jpg"
 TWELVE_MEGAPIXELS = (4000, 3000)
 
 
@@ -134,21 +140,9 @@ class Target:
         return self.value <= self.limit
 
 
-def resident_bytes() -> int:
-    """This process's resident set size (Linux ``/proc``; 0 where unavailable)."""
-    try:
-        with open("/proc/self/statm") as file:
-            return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def count_macs(path: Path) -> int:
     """Multiply-accumulates of one inference, from a ``.tflite`` file's conv and dense ops."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
+    interpreter = open_interpreter(path)
     shapes = {
         t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()
     }
@@ -200,7 +194,7 @@ def benchmark(
 ) -> tuple[BenchResult, Runner]:
     """Measure one variant; returns the result and the loaded runner (for further use).
 
-    The variant must be converted already (see ``convert.ensure_variants``) so
+    The variant must be converted already (see :func:`run_benchmarks`) so
     that load time is loading, not conversion.
     """
     threads = threads or default_threads()
@@ -231,10 +225,7 @@ def benchmark(
 
 def bare_invoke_samples(runner: LiteRTRunner, batch: np.ndarray, runs: int) -> list[float]:
     """A bare LiteRT loop on the same file: a fresh interpreter, pre-quantized input."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(runner.path), num_threads=runner.threads)
-    interpreter.allocate_tensors()
+    interpreter = open_interpreter(runner.path, runner.threads)
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
     quantized = runner.quantize_input(batch)
@@ -280,13 +271,14 @@ def targets(
     *,
     runner_vs_bare: float | None = None,
     twelve_mp_ms: float | None = None,
+    model: str = DEFAULT_MODEL,
 ) -> list[Target]:
-    """The project's targets that these results can speak to."""
+    """The project's targets (set for the default model) that these results can speak to."""
     by_key = {(r.model, r.variant): r for r in results}
     found: list[Target] = []
-    int8 = by_key.get(("efficientnet_lite0", Variant.INT8))
-    fp32 = by_key.get(("efficientnet_lite0", Variant.FP32))
-    original = by_key.get(("efficientnet_lite0", Variant.ORIGINAL))
+    int8 = by_key.get((model, Variant.INT8))
+    fp32 = by_key.get((model, Variant.FP32))
+    original = by_key.get((model, Variant.ORIGINAL))
     if int8 and fp32:
         found.append(
             Target(
@@ -314,3 +306,73 @@ def targets(
 
 def median(samples: Sequence[float]) -> float:
     return float(statistics.median(samples))
+
+
+def run_benchmarks(
+    jobs: Sequence[tuple[ModelSpec, Variant]],
+    *,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+    on_job: Callable[[ModelSpec, Variant, float], None] | None = None,
+    on_error: Callable[[ModelSpec, Variant, Exception], None] | None = None,
+    convert_progress: Progress | None = None,
+) -> list[tuple[BenchResult, Runner]]:
+    """Benchmark each (model, variant): convert what is missing first, then measure.
+
+    The CLI's ``bench`` and the Benchmark page both run this. MACs come from
+    the model's float file (converted if needed) or, for a ``.tflite`` someone
+    brought, from that file. The runners stay loaded for the caller to reuse
+    or close.
+
+    Args:
+        jobs: Pairs to measure, in order.
+        runs: Timed runs per job, as for :func:`benchmark`.
+        warmup: Discarded runs per job.
+        threads: LiteRT threads (default: every core).
+        on_job: Called with (spec, variant, fraction done) before each job.
+        on_error: Called instead of raising when a job fails (a page shows it and
+            goes on); the other jobs still run. Without it, the first failure raises.
+        convert_progress: Conversion progress, as for ``ensure_variants``.
+    """
+    by_model: dict[str, list[Variant]] = {}
+    specs: dict[str, ModelSpec] = {}
+    for spec, variant in jobs:
+        specs.setdefault(spec.name, spec)
+        by_model.setdefault(spec.name, []).append(variant)
+    macs: dict[str, int | None] = {}
+    measured: list[tuple[BenchResult, Runner]] = []
+    done = 0
+    for name, variants in by_model.items():
+        spec = specs[name]
+        try:
+            if spec.is_tflite_file:
+                macs[name] = count_macs(tflite_path(spec, variants[0]))
+            else:
+                convertible = sorted(
+                    {*[v for v in variants if v.is_tflite], Variant.FP32}, key=list(Variant).index
+                )
+                paths = ensure_variants(spec, convertible, progress=convert_progress)
+                macs[name] = count_macs(paths[Variant.FP32])
+        except Exception as exc:
+            if on_error is None:
+                raise
+            for variant in variants:
+                on_error(spec, variant, exc)
+            done += len(variants)
+            continue
+        for variant in variants:
+            if on_job:
+                on_job(spec, variant, done / len(jobs))
+            done += 1
+            try:
+                measured.append(
+                    benchmark(
+                        spec, variant, runs=runs, warmup=warmup, threads=threads, macs=macs[name]
+                    )
+                )
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(spec, variant, exc)
+    return measured

@@ -19,14 +19,13 @@ import numpy as np
 from PIL import ImageOps
 
 from inference.errors import InputError
-from inference.preprocess import decode_image, preprocess
+from inference.paths import ASSETS_DIR
+from inference.preprocess import decode_image, image_files, preprocess
 from inference.specs import Preprocessing
-from inference.zoo import ASSETS_DIR
 
 __all__ = ["CALIBRATION_DIR", "calibration_id", "calibration_images", "representative_samples"]
 
 CALIBRATION_DIR = ASSETS_DIR / "calibration"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 CROP_FRACTIONS = (1.0, 0.875, 0.6)
 
 
@@ -40,7 +39,7 @@ def calibration_images(paths: Sequence[str | Path] | None = None) -> list[Path]:
     images: list[Path] = []
     for root in roots:
         if root.is_dir():
-            images.extend(sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            images.extend(image_files(root, recursive=True))
         elif root.is_file():
             images.append(root)
         else:

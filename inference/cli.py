@@ -7,31 +7,39 @@ Output contracts (the app and other tools build on them):
 - ``predict --json``: a list with one object per image and variant, shaped as
   :meth:`inference.specs.Prediction.as_dict`.
 - Any bad input: exit status 2 (usage) or 1 (input), and one line
-  ``error: ...`` on stderr. Never a traceback.
+  ``error: ...`` on stderr. A bug also gives one line (status 1); its
+  traceback goes to stderr too with ``--verbose``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import json
-import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from inference.errors import InferenceError, InputError
-from inference.specs import TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
-from inference.zoo import CUSTOM_SUFFIXES, DEFAULT_MODEL, ZOO, custom_spec, describe, get_spec
+from inference import benchmark as bench
+from inference.convert import ensure_variants
+from inference.custom import CUSTOM_SUFFIXES, custom_spec
+from inference.errors import InferenceError, InputError, UsageError
+from inference.evaluate import evaluate, scan_folder, scan_zip
+from inference.loading import load_runners
+from inference.pipeline import classify
+from inference.preprocess import image_files
+from inference.specs import NORMALIZE_HELP, TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
+from inference.system import machine
+from inference.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
 
 __all__ = ["main", "render"]
 
 FORMATS = ["markdown", "csv", "json"]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
-log = logging.getLogger("inference")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,12 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m inference",
         description="Classify images with a Keras model and its quantized TFLite variants.",
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", help="print the traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    models = sub.add_parser("models", help="list the model zoo")
+    models = sub.add_parser("models", parents=[common], help="list the model zoo")
     models.add_argument("--json", action="store_true", help="print JSON")
 
-    predict = sub.add_parser("predict", help="classify images")
+    predict = sub.add_parser("predict", parents=[common], help="classify images")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     _model_arguments(predict)
     predict.add_argument(
@@ -78,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=_positive_int, default=None, help="LiteRT threads")
     predict.add_argument("--json", action="store_true", help="print JSON")
 
-    convert = sub.add_parser("convert", help="build and cache TFLite variants")
+    convert = sub.add_parser("convert", parents=[common], help="build and cache TFLite variants")
     _model_arguments(convert)
     convert.add_argument("--variant", default="all", help="fp32, fp16, dynamic, int8, or 'all'")
     convert.add_argument(
@@ -89,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="images or folders for int8 calibration (default: assets/calibration)",
     )
-    bench = sub.add_parser("bench", help="latency, size and memory per variant")
+    bench = sub.add_parser("bench", parents=[common], help="latency, size and memory per variant")
     bench.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated zoo names")
     bench.add_argument("--variants", default="all", help="comma-separated variants, or 'all'")
     bench.add_argument("--images", type=Path, default=None, help="also classify these images")
@@ -98,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=_positive_int, default=None, help="LiteRT threads")
     bench.add_argument("--format", choices=FORMATS, default="markdown")
 
-    evaluate = sub.add_parser("evaluate", help="accuracy of every variant on a labelled folder")
+    evaluate = sub.add_parser(
+        "evaluate", parents=[common], help="accuracy of every variant on a labelled folder"
+    )
     evaluate.add_argument("--model", default=DEFAULT_MODEL, help="a zoo name")
     evaluate.add_argument(
         "--data", type=Path, required=True, help="folder (or .zip) with one sub-folder per class"
@@ -119,8 +133,14 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--normalize",
         default="raw",
-        choices=["raw", "unit", "tf", "torch", "caffe", "lite"],
+        choices=list(NORMALIZE_HELP),
         help="pixel scaling your own model expects (default raw: 0-255)",
+    )
+    parser.add_argument(
+        "--outputs",
+        default="auto",
+        choices=["auto", "probabilities", "logits"],
+        help="what your own model outputs (default auto: probabilities if it ends in a softmax)",
     )
 
 
@@ -132,7 +152,8 @@ def resolve_model(args: argparse.Namespace) -> ModelSpec:
             raise InputError(f"--labels is for your own model file; {name} has its own labels")
         return get_spec(name)
     if Path(name).suffix.lower() in CUSTOM_SUFFIXES:
-        return custom_spec(name, args.labels, normalize=args.normalize)
+        outputs = None if args.outputs == "auto" else args.outputs
+        return custom_spec(name, args.labels, normalize=args.normalize, outputs=outputs)
     return get_spec(name)  # raises, listing the choices
 
 
@@ -157,9 +178,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from inference.pipeline import classify
-    from inference.runners import load_runners
-
     spec = resolve_model(args)
     if args.variant is None:
         variants = (Variant.INT8,) if Variant.INT8 in spec.variants else spec.variants[:1]
@@ -194,8 +212,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from inference.convert import ensure_variants
-
     spec = resolve_model(args)
     allowed = tuple(v for v in spec.variants if v.is_tflite) or TFLITE_VARIANTS
     variants = parse_variants(args.variant, allowed)
@@ -208,58 +224,53 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: expected a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise InputError(f"{folder}: no image files (.jpg, .png, ...) found")
     return files
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from inference import benchmark as bench
-    from inference.convert import ensure_variants
-    from inference.pipeline import classify
-    from inference.runners import LiteRTRunner
-
     specs = [get_spec(name.strip()) for name in args.models.split(",") if name.strip()]
     images = _image_files(args.images) if args.images else []
-    results, runners = [], {}
+    jobs = [(spec, v) for spec in specs for v in parse_variants(args.variants, spec.variants)]
+
+    def announce(spec: ModelSpec, variant: Variant, fraction: float) -> None:
+        print(f"bench: {spec.name} {variant.value}", file=sys.stderr, flush=True)
+
+    measured = bench.run_benchmarks(
+        jobs,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        on_job=announce,
+        convert_progress=_progress,
+    )
+    results = [result for result, _ in measured]
+    runners = {(r.model, r.variant): runner for r, runner in measured}
     runner_vs_bare = twelve_mp_ms = None
-    for spec in specs:
-        variants = parse_variants(args.variants, spec.variants)
-        convertible = sorted(
-            {*[v for v in variants if v.is_tflite], Variant.FP32}, key=list(Variant).index
-        )
-        paths = ensure_variants(spec, convertible, progress=_progress)
-        macs = bench.count_macs(paths[Variant.FP32])
-        for variant in variants:
-            print(f"bench: {spec.name} {variant.value}", file=sys.stderr, flush=True)
-            result, runner = bench.benchmark(
-                spec, variant, runs=args.runs, warmup=args.warmup, threads=args.threads, macs=macs
-            )
-            results.append(result)
-            runners[(spec.name, variant)] = runner
-            if spec.name == DEFAULT_MODEL and variant is Variant.INT8:
-                assert isinstance(runner, LiteRTRunner)
-                runner_vs_bare = bench.runner_overhead(runner, args.runs)
-                twelve_mp_ms = bench.twelve_megapixel_ms(runner, min(args.runs, 20))
+    default_int8 = runners.get((DEFAULT_MODEL, Variant.INT8))
+    if default_int8 is not None:
+        runner_vs_bare = bench.runner_overhead(default_int8, args.runs)
+        twelve_mp_ms = bench.twelve_megapixel_ms(default_int8, min(args.runs, 20))
     targets = bench.targets(results, runner_vs_bare=runner_vs_bare, twelve_mp_ms=twelve_mp_ms)
-    seed_rows = []
+    image_rows = []
     for path in images:
         row: dict[str, object] = {"image": path.name}
         for (model, variant), runner in runners.items():
             prediction = classify(runner, path, name=path.name, k=1)
             top = prediction.top_k[0]
             row[f"{model} {variant.value}"] = f"{top.label}, {prediction.timing.inference:.1f} ms"
-        seed_rows.append(row)
+        image_rows.append(row)
 
     if args.format == "json":
         print(
             json.dumps(
                 {
-                    "machine": _machine(),
+                    "machine": machine(),
                     "results": [r.as_row() for r in results],
                     "targets": [_target_row(t) for t in targets],
-                    "images": seed_rows,
+                    "images": image_rows,
                 },
                 indent=2,
             )
@@ -267,43 +278,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     print(render([r.as_row() for r in results], args.format))
     if args.format == "markdown":
-        print(f"\n{_machine()}; latency = Runner.predict on one preprocessed photo")
+        print(f"\n{machine()}; latency = Runner.predict on one preprocessed photo")
         if targets:
             print("\n" + render([_target_row(t) for t in targets], "markdown"))
-        if seed_rows:
-            print("\n" + render(seed_rows, "markdown"))
+        if image_rows:
+            print("\n" + render(image_rows, "markdown"))
     return 0
 
 
-def _target_row(target: object) -> dict[str, object]:
+def _target_row(target: bench.Target) -> dict[str, object]:
     return {
-        "target": target.name,  # type: ignore[attr-defined]
-        "measured": f"{target.value:.3g}{target.unit}",  # type: ignore[attr-defined]
-        "limit": f"≤ {target.limit:g}{target.unit}",  # type: ignore[attr-defined]
-        "met": "yes" if target.met else "NO",  # type: ignore[attr-defined]
+        "target": target.name,
+        "measured": f"{target.value:.3g}{target.unit}",
+        "limit": f"≤ {target.limit:g}{target.unit}",
+        "met": "yes" if target.met else "NO",
     }
 
 
-def _machine() -> str:
-    import platform
-
-    from inference.runners import default_threads
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as file:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in file if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {default_threads()} cores available, Python {platform.python_version()}"
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from inference.evaluate import evaluate, scan_folder, scan_zip
-    from inference.runners import load_runners
-
     spec = get_spec(args.model)
     variants = parse_variants(args.variants, spec.variants)
     if args.data.suffix.lower() == ".zip" and args.data.is_file():
@@ -348,9 +340,6 @@ def render(rows: list[dict[str, object]], fmt: str) -> str:
         return ""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     if fmt == "csv":
-        import csv
-        import io
-
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -417,16 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
-    except ValueError as exc:  # InputError and parse_variants' ValueError
+    except UsageError as exc:  # an option value argparse could not check
         print(f"error: {exc}", file=sys.stderr)
-        return 2 if not isinstance(exc, InferenceError) else 1
+        return 2
     except InferenceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: one line for the user, the traceback for the log
-        log.debug("unexpected failure", exc_info=True)
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if args.verbose:
+            traceback.print_exc()
+        hint = "" if args.verbose else " (run with --verbose for the traceback)"
+        print(f"error: unexpected {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return 1

@@ -3,13 +3,12 @@
 Builds the Keras model once, exports it as a SavedModel (the Keras 3 path:
 ``model.export`` then ``TFLiteConverter.from_saved_model``), converts each
 requested variant, and writes each file under a temporary name before renaming
-it into the cache. Progress and errors go to stdout as JSON lines; TensorFlow's
+it into the cache. It speaks :mod:`inference.child`'s protocol; TensorFlow's
 own chatter goes to stderr, which the parent keeps in a log file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -17,12 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from inference.errors import InferenceError
+from inference.builders import build_keras_model, import_tensorflow
+from inference.calibration import representative_samples
+from inference.child import emit, serve
 from inference.specs import ModelSpec, Variant
 
 
-def emit(**event: Any) -> None:
-    print(json.dumps(event), flush=True)
+def progress(message: str, fraction: float) -> None:
+    emit(event="progress", message=message, fraction=fraction)
 
 
 def configure(converter: Any, variant: Variant, tf: Any, samples: list[Any]) -> None:
@@ -49,58 +50,34 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def convert(spec: ModelSpec, outputs: dict[Variant, Path], calibration: list[Path]) -> None:
-    from inference.keras_models import build_keras_model, import_tensorflow
-
+def convert(request: dict[str, Any]) -> dict[str, Any]:
+    spec = ModelSpec.from_json(request["spec"])
+    outputs = {Variant(v): Path(p) for v, p in request["outputs"].items()}
+    calibration = [Path(p) for p in request["calibration"]]
     tf = import_tensorflow()
     steps = len(outputs) + 1
-    emit(message=f"building {spec.title} in Keras", fraction=0.02)
+    progress(f"building {spec.title} in Keras", 0.02)
     model = build_keras_model(spec)
+    written: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="quantlens-export-") as tmp:
         saved_model = Path(tmp) / "saved_model"
-        emit(message="exporting a SavedModel", fraction=0.5 / steps)
+        progress("exporting a SavedModel", 0.5 / steps)
         model.export(str(saved_model), format="tf_saved_model", verbose=False)
         samples: list[Any] = []
         for done, (variant, path) in enumerate(outputs.items(), start=1):
             if variant is Variant.INT8 and not samples:
-                from inference.calibration import representative_samples
-
                 samples = list(representative_samples(spec.preprocessing, calibration))
-                emit(message=f"calibrating int8 on {len(samples)} samples", fraction=done / steps)
-            emit(message=f"converting {variant.value}", fraction=done / steps)
+                progress(f"calibrating int8 on {len(samples)} samples", done / steps)
+            progress(f"converting {variant.value}", done / steps)
             start = time.perf_counter()
             converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
             configure(converter, variant, tf, samples)
             write_atomically(path, converter.convert())
-            emit(
-                message=f"{variant.value} done in {time.perf_counter() - start:.1f} s",
-                fraction=(done + 1) / steps,
-                variant=variant.value,
-                bytes=path.stat().st_size,
-            )
-
-
-def main() -> int:
-    from inference.convert import spec_from_json
-
-    request = json.loads(sys.stdin.read())
-    spec = spec_from_json(request["spec"])
-    outputs = {Variant(v): Path(p) for v, p in request["outputs"].items()}
-    calibration = [Path(p) for p in request["calibration"]]
-    try:
-        convert(spec, outputs, calibration)
-    except InferenceError as exc:
-        emit(event="error", message=f"{type(exc).__name__}: {exc}")
-        return 1
-    except Exception as exc:  # the parent shows one line; the log keeps the traceback
-        import traceback
-
-        traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        emit(event="error", message=f"ConversionError: {spec.name}: {type(exc).__name__} {first}")
-        return 1
-    return 0
+            written[variant.value] = path.stat().st_size
+            seconds = time.perf_counter() - start
+            progress(f"{variant.value} done in {seconds:.1f} s", (done + 1) / steps)
+    return {"bytes": written}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(convert))

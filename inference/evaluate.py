@@ -39,7 +39,6 @@ __all__ = [
     "scan_zip",
 ]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_ZIP_MEMBERS = 20_000
 MAX_ZIP_BYTES = 300_000_000
 """Uncompressed; members are read into memory (never extracted to disk)."""

@@ -1,73 +1,45 @@
-"""Fashion-MNIST: the data (Debian's dataset-fashion-mnist), the CNN, and its training.
+"""The Fashion-MNIST CNN: its classes, architecture and shipped weights.
 
-The CNN follows the CIFAR-10 seed: VGG-style blocks of two 3x3 convolutions
-with batch norm and max-pooling, a dense head with dropout, and mild
-augmentation. Its weights (about 1 MB) ship in ``assets/``; retrain them with::
+VGG-style blocks of two 3x3 convolutions with batch norm and max-pooling, a
+dense head with dropout, as in the CIFAR-10 write-up this product grew from.
+Its weights (about 2 MB) ship in ``assets/``; ``training/fashion_mnist.py``
+trains them and exports the data set as labelled folders.
 
-    python -m inference.fashion_mnist train --epochs 15
-
-which reads the Debian package's files, trains with a fixed seed, and prints
-the test accuracy. ``export`` writes test images as a labelled folder, one
-sub-folder per class, for ``python -m inference evaluate``.
-
-Data: Fashion-MNIST by Zalando Research (MIT licence); 60 000 training and
-10 000 test images, 28x28 grayscale, white garment on black.
+Keras is imported inside the functions, so the zoo can name this model's
+classes without loading TensorFlow.
 """
 
 from __future__ import annotations
 
-import argparse
-import gzip
-import os
-import re
-import struct
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
+from inference.paths import ASSETS_DIR
 
-from inference.zoo import FASHION_MNIST_CLASSES, FASHION_MNIST_WEIGHTS
-
-__all__ = ["CLASSES", "DATA_DIR", "WEIGHTS_PATH", "build_model", "load_split"]
-
-DATA_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-WEIGHTS_PATH = FASHION_MNIST_WEIGHTS
-CLASSES = FASHION_MNIST_CLASSES
-INPUT_SHAPE = (28, 28, 1)
-SEED = 20261120
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format): magic, dimensions, then uint8 data."""
-    with gzip.open(path, "rb") as file:
-        data = file.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path}: expected an IDX file of unsigned bytes")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_split(split: str, data_dir: Path = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, 28, 28)`` uint8 and labels ``(N,)`` of ``"train"`` or ``"test"``.
-
-    Raises:
-        FileNotFoundError: The Debian package is not installed.
-    """
-    prefix = {"train": "train", "test": "t10k"}[split]
-    images = data_dir / f"{prefix}-images-idx3-ubyte.gz"
-    if not images.is_file():
-        raise FileNotFoundError(
-            f"{images} not found; install it with: apt-get install dataset-fashion-mnist "
-            "(or set FASHION_MNIST_DIR)"
-        )
-    return _read_idx(images), _read_idx(data_dir / f"{prefix}-labels-idx1-ubyte.gz")
-
-
-def build_model() -> Any:
-    """The VGG-style CNN: two blocks of two 3x3 convs + batch norm + max-pool, dense head."""
+if TYPE_CHECKING:
     import keras
+
+__all__ = ["CLASSES", "INPUT_SHAPE", "WEIGHTS_PATH", "build_model", "load_trained_model"]
+
+WEIGHTS_PATH = ASSETS_DIR / "fashion_mnist_cnn.weights.h5"
+INPUT_SHAPE = (28, 28, 1)
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def build_model() -> keras.Model:
+    """The VGG-style CNN: two blocks of two 3x3 convs + batch norm + max-pool, dense head."""
+    import keras  # noqa: PLC0415 - Keras is lazy: the TFLite path never loads it
 
     layers = keras.layers
     inputs = keras.Input(INPUT_SHAPE, name="image")
@@ -88,89 +60,8 @@ def build_model() -> Any:
     return keras.Model(inputs, outputs, name="fashion_mnist_cnn")
 
 
-def load_trained_model() -> Any:
-    """The CNN with the shipped weights."""
+def load_trained_model(weights: Path = WEIGHTS_PATH) -> keras.Model:
+    """The CNN with trained weights (by default the shipped ones)."""
     model = build_model()
-    model.load_weights(WEIGHTS_PATH)
+    model.load_weights(weights)
     return model
-
-
-def train(epochs: int, out: Path, batch_size: int = 128) -> float:
-    """Train from scratch with a fixed seed; returns the test accuracy."""
-    import keras
-
-    keras.utils.set_random_seed(SEED)
-    x_train, y_train = load_split("train")
-    x_test, y_test = load_split("test")
-    x_train = x_train[..., None].astype("float32") / 255.0
-    x_test = x_test[..., None].astype("float32") / 255.0
-    # Mild augmentation, as in the seed: small shifts and mirror images.
-    augment = keras.Sequential(
-        [
-            keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant"),
-            keras.layers.RandomFlip("horizontal"),
-        ],
-        name="augment",
-    )
-    model = build_model()
-    trainer = keras.Sequential([keras.Input(INPUT_SHAPE), augment, model])
-    schedule = keras.optimizers.schedules.CosineDecay(
-        1e-3, decay_steps=epochs * (len(x_train) // batch_size)
-    )
-    trainer.compile(
-        keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    trainer.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=2)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save_weights(out)
-    return float(accuracy)
-
-
-def folder_name(label: str) -> str:
-    """A file-system-safe folder name for a class: ``T-shirt/top`` -> ``t_shirt_top``."""
-    return re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_")
-
-
-def export(out: Path, split: str = "test", per_class: int | None = None) -> int:
-    """Write a split as PNGs in one folder per class; returns the number of images."""
-    from PIL import Image
-
-    images, labels = load_split(split)
-    counts = dict.fromkeys(range(len(CLASSES)), 0)
-    written = 0
-    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-        label = int(label)
-        if per_class is not None and counts[label] >= per_class:
-            continue
-        folder = out / folder_name(CLASSES[label])
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, "L").save(folder / f"{index:05d}.png")
-        counts[label] += 1
-        written += 1
-    return written
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference.fashion_mnist")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train_parser = sub.add_parser("train", help="train the CNN and save its weights")
-    train_parser.add_argument("--epochs", type=int, default=15)
-    train_parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
-    export_parser = sub.add_parser("export", help="write images as a labelled folder")
-    export_parser.add_argument("out", type=Path)
-    export_parser.add_argument("--split", choices=["train", "test"], default="test")
-    export_parser.add_argument("--per-class", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.command == "train":
-        accuracy = train(args.epochs, args.out)
-        print(f"test accuracy {accuracy:.4f}; weights written to {args.out}")
-    else:
-        count = export(args.out, args.split, args.per_class)
-        print(f"wrote {count} images to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

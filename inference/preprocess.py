@@ -23,10 +23,27 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from inference.errors import InputError
 from inference.specs import Preprocessing
 
-__all__ = ["MAX_PIXELS", "decode_image", "normalize", "prepare_image", "preprocess"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "IMAGE_TYPES",
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_MB",
+    "MAX_PIXELS",
+    "decode_image",
+    "image_files",
+    "normalize",
+    "prepare_image",
+    "preprocess",
+]
 
 MAX_PIXELS = 80_000_000
 """Largest image accepted (80 megapixels); checked from the header, before decoding."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif")
+"""File name endings read as images, in folders and uploads."""
+IMAGE_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
+MAX_IMAGE_MB = 25
+"""Largest image file accepted, in MB of 1,000,000 bytes (pages and API alike)."""
+MAX_IMAGE_BYTES = MAX_IMAGE_MB * 1_000_000
 
 _IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
 _IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], np.float32)
@@ -104,6 +121,12 @@ def decode_image(
         raise InputError(
             f"{label}: the image data is damaged or truncated ({type(exc).__name__}: {exc})"
         ) from None
+
+
+def image_files(folder: Path, *, recursive: bool = False) -> list[Path]:
+    """The image files in ``folder`` (by suffix), sorted; sub-folders too if ``recursive``."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _too_large(label: str, width: int, height: int) -> InputError:

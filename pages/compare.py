@@ -7,15 +7,15 @@ import streamlit as st
 
 from inference import DEFAULT_MODEL, Variant
 from ui import charts, tables
-from ui.resources import get_runners, repeat_timings, shown_predictions
+from ui.resources import get_runners, predict_images, repeat_timings
 from ui.widgets import image_inputs, models_picker
 
 COLUMNS_PER_ROW = 4
 
 st.title("Compare")
 st.caption(
-    "Models × variants on the same images: top-k side by side, the answer table in the shape "
-    "of the original seed (rows: images; cells: top-1 and time), and latency spread over runs."
+    "Models × variants on the same images: top-k side by side, one answer table (rows: "
+    "images; cells: top-1 and time), and latency spread over runs."
 )
 
 specs = models_picker("compare_models", default=[DEFAULT_MODEL])
@@ -42,11 +42,9 @@ charts_by_image: dict[str, list[tuple[str, pd.DataFrame]]] = {}
 for spec in specs:
     chosen = [Variant(v) for v in variant_names if Variant(v) in spec.variants]
     runners = get_runners(spec, chosen)
-    for image in images:
-        results = shown_predictions(image, spec, runners)
-        if results is None:
-            continue
-        for variant, prediction in results.items():
+    for shown in predict_images(images, spec, runners):
+        image = shown.image
+        for variant, prediction in shown.results.items():
             config = f"{spec.name} · {variant.value}"
             top = prediction.top_k[0]
             cells.append(
@@ -63,7 +61,7 @@ for spec in specs:
             )
             single = tables.top_k_rows({variant: prediction}, top_k)
             charts_by_image.setdefault(image.name, []).append((config, single))
-            for ms in repeat_timings(image, spec, variant, runners[variant], runs):
+            for ms in repeat_timings(shown, spec, variant, runners[variant], runs):
                 latencies.append({"config": config, "variant": variant.value, "ms": ms})
 
 if not cells:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pandas as pd
 import streamlit as st
 
-from inference import InferenceError, Variant, custom_spec, is_available
+from inference import Variant, is_available
 from inference.convert import is_converted, variant_path
+from inference.custom import CUSTOM_SUFFIXES, store_upload
 from inference.specs import NORMALIZE_HELP
-from ui.resources import available_specs, ensure_converted, log, session_dir
+from ui.resources import available_specs, ensure_converted, session_dir, show_error
 from ui.widgets import memory_readout, model_label
 
-MODEL_TYPES = ["keras", "h5", "tflite"]
+MODEL_TYPES = [suffix.lstrip(".") for suffix in CUSTOM_SUFFIXES]
+OUTPUT_CHOICES = {
+    "auto": "read from the model (a final softmax means probabilities)",
+    "probabilities": "probabilities (the model ends in a softmax)",
+    "logits": "logits (the app applies a softmax)",
+}
 
 st.title("Models")
 memory_readout()
@@ -64,9 +68,10 @@ if missing:
     ):
         try:
             ensure_converted(spec, missing)
+        except Exception as exc:
+            show_error(exc, f"converting {spec.title}")
+        else:
             st.rerun()
-        except InferenceError as exc:
-            st.error(str(exc), icon=":material/warning:")
 elif convertible:
     st.success(
         "Every TFLite variant of this model is converted and cached.",
@@ -111,43 +116,35 @@ with st.form("models_upload_form", clear_on_submit=False):
         format_func=lambda m: f"{m}: {NORMALIZE_HELP[m]}",
         key="models_normalize",
     )
+    outputs = st.selectbox(
+        "What the model outputs",
+        list(OUTPUT_CHOICES),
+        format_func=OUTPUT_CHOICES.get,
+        key="models_outputs",
+    )
     submitted = st.form_submit_button("Add model", key="models_add")
 
 if submitted:
     if model_file is None:
         st.error("Choose a model file first (.keras, .h5 or .tflite).")
-    else:
-        suffix = "." + model_file.name.rsplit(".", 1)[-1].lower()
-        if suffix.lstrip(".") not in MODEL_TYPES:
-            st.error(f"{model_file.name}: expected a .keras, .h5 or .tflite file")
-            st.stop()
-        folder = session_dir()
-        # Stored under fixed names: nothing the user typed becomes a path.
-        model_path = folder / f"upload-{uuid.uuid4().hex[:12]}{suffix}"
-        model_path.write_bytes(model_file.getvalue())
-        labels_path = None
-        if labels_file is not None:
-            labels_path = model_path.with_suffix(".labels.txt")
-            labels_path.write_bytes(labels_file.getvalue())
-        try:
-            with st.spinner("Checking the model…"):
-                new = custom_spec(
-                    model_path, labels_path, normalize=normalize, title=model_file.name
-                )
-        except Exception as exc:
-            model_path.unlink(missing_ok=True)
-            if labels_path is not None:
-                labels_path.unlink(missing_ok=True)
-            if isinstance(exc, InferenceError):
-                st.error(str(exc), icon=":material/block:")
-            else:  # a bug, not bad input: log it for the operator
-                log.exception("checking uploaded model %s failed", model_file.name)
-                st.error(f"{model_file.name}: could not be checked; the error was logged.")
-        else:
-            st.session_state.setdefault("custom_specs", {})[new.name] = new
-            st.success(
-                f"Added {new.title}: input {new.input_size[0]}×{new.input_size[1]}, "
-                f"{new.num_classes} classes, variants {', '.join(v.value for v in new.variants)}. "
-                "Pick it on the Classify or Compare page.",
-                icon=":material/check_circle:",
+        st.stop()
+    try:
+        with st.spinner("Checking the model…"):
+            new = store_upload(
+                session_dir(),
+                model_file.name,
+                model_file.getvalue(),
+                labels_file.getvalue() if labels_file is not None else None,
+                normalize=normalize,
+                outputs=None if outputs == "auto" else outputs,
             )
+    except Exception as exc:
+        show_error(exc, f"checking {model_file.name}")
+    else:
+        st.session_state.setdefault("custom_specs", {})[new.name] = new
+        st.success(
+            f"Added {new.title}: input {new.input_size[0]}×{new.input_size[1]}, "
+            f"{new.num_classes} classes ({new.outputs}), variants "
+            f"{', '.join(v.value for v in new.variants)}. Pick it on the Classify or Compare page.",
+            icon=":material/check_circle:",
+        )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,13 +13,15 @@ import pytest
 from PIL import Image
 
 from inference import Runner, Variant, get_spec, load_runner
-from inference.convert import CACHE_ENV, ensure_variants
+from inference.convert import ensure_variants
+from inference.paths import CACHE_ENV
 from inference.specs import TFLITE_VARIANTS
 
 CAT_CLASSES = {"tabby", "tiger_cat", "Egyptian_cat"}
 COFFEE_CLASSES = {"espresso", "cup"}
 LITE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CLI_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -86,3 +90,28 @@ def runners() -> Iterator[RunnerPool]:
     pool = RunnerPool()
     yield pool
     pool.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m inference ARGS`` as a user runs it, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "inference", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=CLI_TIMEOUT_S,
+    )
+
+
+def assert_one_error_line(
+    result: subprocess.CompletedProcess[str], status: int, *parts: str
+) -> None:
+    """The CLI's error contract: one ``error: ...`` line on stderr, no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == status, result.stderr
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for part in parts:
+        assert part in lines[0]

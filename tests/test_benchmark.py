@@ -11,8 +11,7 @@ import pytest
 
 from inference import Variant, get_spec
 from inference.benchmark import BenchResult, LatencyStats, Target, count_macs, targets
-from tests.conftest import CAT_CLASSES, RunnerPool
-from tests.test_cli import run_cli
+from tests.conftest import CAT_CLASSES, RunnerPool, run_cli
 
 
 def test_latency_stats_on_known_samples() -> None:

@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from inference import ZOO, Variant
-from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
-
-CLI_TIMEOUT_S = 600
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inference", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=CLI_TIMEOUT_S,
-    )
-
-
-def assert_one_error_line(
-    result: subprocess.CompletedProcess[str], status: int, *parts: str
-) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == status, result.stderr
-    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in result.stderr
-    for part in parts:
-        assert part in lines[0]
-
+from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool, assert_one_error_line, run_cli
 
 def test_models_json_lists_the_zoo() -> None:
     result = run_cli("models", "--json")

@@ -13,9 +13,8 @@ import pytest
 
 from inference import InputError, Variant, get_spec
 from inference.evaluate import _match_folders, evaluate, label_key, scan_folder, scan_zip
-from inference.zoo import ASSETS_DIR
-from tests.conftest import RunnerPool
-from tests.test_cli import run_cli
+from inference.paths import ASSETS_DIR
+from tests.conftest import RunnerPool, run_cli
 
 FASHION_SAMPLE = ASSETS_DIR / "fashion_mnist_sample"
 # A VGG-style CNN reaches about 92 % on Fashion-MNIST; 200 images leave a few points of noise.

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import fashion_mnist
+from training import fashion_mnist
 from inference.evaluate import label_key
 
 needs_dataset = pytest.mark.skipif(
@@ -41,7 +41,7 @@ def test_missing_dataset_says_how_to_install(tmp_path: Path) -> None:
         fashion_mnist.load_split("train", data_dir=tmp_path)
 
 
-def test_architecture_is_the_seeds_vgg_style_cnn() -> None:
+def test_architecture_is_a_vgg_style_cnn() -> None:
     import keras
 
     model = fashion_mnist.build_model()

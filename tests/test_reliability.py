@@ -26,10 +26,9 @@ from PIL import Image, features
 from streamlit.testing.v1 import AppTest
 
 from inference import ConversionError, InputError, Variant, classify, custom_spec, get_spec
-from inference.benchmark import resident_bytes
 from inference.convert import ensure_variants, is_converted, variant_path
-from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
-from tests.test_cli import run_cli
+from inference.system import resident_bytes
+from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -248,15 +247,15 @@ def test_a_model_declaring_huge_layers_is_refused_without_touching_the_server(
 def test_model_size_limits_are_enforced(
     runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inference import inspect_worker
+    from inference import custom
 
     tflite = tmp_path / "lite0.tflite"
     tflite.write_bytes(runners.get("efficientnet_lite0", Variant.FP32).path.read_bytes())
-    facts = inspect_worker.inspect_model(tflite)
+    facts = custom.inspect_model(tflite)
     assert facts["input_shape"] == [224, 224, 3] and facts["variant"] == "fp32"
     assert 18e6 < facts["tensor_bytes"] < 100e6  # weights plus activations
 
-    monkeypatch.setattr(inspect_worker, "MAX_TENSOR_BYTES", 10_000_000)
+    monkeypatch.setattr(custom, "MAX_TENSOR_BYTES", 10_000_000)
     with pytest.raises(
         InputError, match=r"lite0\.tflite: its tensors take \d+ MB; models over 10 MB"
     ):
@@ -309,17 +308,17 @@ def test_sixteen_threads_share_runners_and_get_single_session_results(
 
 
 def test_sixteen_threads_through_the_apps_shared_cache(chelsea: Path, coffee: Path) -> None:
-    """The app's st.cache_resource hands every session the same runner; calls stay exact."""
-    from ui.resources import cached_runner, model_key
+    """The app's shared runner cache hands every session the same runner; calls stay exact."""
+    from inference.runner_cache import RUNNERS
 
     spec = get_spec("efficientnet_lite0")
     photos = [chelsea, coffee]
-    expected = {p: classify(cached_runner(model_key(spec), "int8", spec), p) for p in photos}
+    expected = {p: classify(RUNNERS.get(spec, "int8"), p) for p in photos}
     start = threading.Barrier(SESSIONS)
 
     def session(index: int) -> tuple[int, object]:
         start.wait()
-        runner = cached_runner(model_key(spec), "int8", spec)
+        runner = RUNNERS.get(spec, "int8")
         return id(runner), classify(runner, photos[index % 2])
 
     with ThreadPoolExecutor(SESSIONS) as pool:
@@ -363,8 +362,8 @@ def test_whole_offline_zoo_with_all_variants_stays_under_2_gb(runners: RunnerPoo
     script = textwrap.dedent(
         f"""
         from inference import Variant, get_spec
-        from inference.benchmark import resident_bytes
-        from inference.runners import load_runners
+        from inference.loading import load_runners
+        from inference.system import resident_bytes
         held = [load_runners(get_spec(n), list(Variant)) for n in {offline!r}]
         print(resident_bytes())
         """

@@ -12,7 +12,8 @@ import pytest
 
 from inference import LiteRTRunner, Variant, get_spec, top_k
 from inference.convert import ensure_variants, variant_path
-from inference.runners import inspect_tflite, to_probabilities
+from inference.runners import to_probabilities
+from inference.tflite_file import inspect_tflite
 from tests.conftest import REPO_ROOT, RunnerPool
 
 
@@ -63,27 +64,30 @@ def test_to_probabilities_renormalizes_a_rounded_softmax() -> None:
     rounded = np.zeros((1, 1000), np.float32)
     rounded[0, :3] = [0.41, 0.37, 0.18]
 
-    probabilities = to_probabilities(rounded)
+    probabilities = to_probabilities(rounded, "probabilities")
 
     np.testing.assert_allclose(probabilities[0, :3], np.array([0.41, 0.37, 0.18]) / 0.96, rtol=1e-6)
 
 
-def test_to_probabilities_decides_per_row() -> None:
-    rows = np.array([[0.7, 0.2, 0.1], [2.0, 1.0, 0.0]], np.float32)  # probabilities, logits
+def test_to_probabilities_follows_the_declared_kind_row_by_row() -> None:
+    # The same numbers read as probabilities stay; read as logits they get a softmax.
+    rows = np.array([[0.7, 0.2, 0.1], [2.0, 1.0, 0.0]], np.float32)
 
-    probabilities = to_probabilities(rows)
+    as_probabilities = to_probabilities(rows[:1], "probabilities")
+    as_logits = to_probabilities(rows, "logits")
 
-    np.testing.assert_allclose(probabilities[0], [0.7, 0.2, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(as_probabilities[0], [0.7, 0.2, 0.1], rtol=1e-6)
     np.testing.assert_allclose(
-        probabilities[1], np.exp([2, 1, 0]) / np.exp([2, 1, 0]).sum(), rtol=1e-6
+        as_logits[1], np.exp([2, 1, 0]) / np.exp([2, 1, 0]).sum(), rtol=1e-6
     )
-    np.testing.assert_allclose(to_probabilities(rows[:1]), probabilities[:1])
+    # A row's answer never depends on its batch mates.
+    np.testing.assert_allclose(to_probabilities(rows[1:], "logits"), as_logits[1:])
 
 
 def test_to_probabilities_applies_a_stable_softmax_to_logits() -> None:
     logits = np.array([[1000.0, 999.0, -5.0]], np.float32)
 
-    probabilities = to_probabilities(logits)
+    probabilities = to_probabilities(logits, "logits")
 
     assert np.isfinite(probabilities).all()
     np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-6)
@@ -102,8 +106,9 @@ def test_top_k_is_sorted_and_capped_at_the_class_count() -> None:
 def test_inspect_tflite_recognises_each_variant(runners: RunnerPool) -> None:
     for variant in (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.INT8):
         runner = runners.get("efficientnet_lite0", variant)
-        shape, classes, detected = inspect_tflite(runner.path)
-        assert (shape, classes, detected) == ((224, 224, 3), 1000, variant)
+        facts = inspect_tflite(runner.path)
+        assert (facts.input_shape, facts.classes, facts.variant) == ((224, 224, 3), 1000, variant)
+        assert facts.outputs == "probabilities"  # the graph ends in a softmax
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from inference.efficientnet_lite import LITE_CONFIGS, weights_path
+from inference.zoo import ZOO
 from inference.torch_weights import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,
@@ -155,7 +156,7 @@ def test_refuses_builtins_even_when_harmless_looking(tmp_path: Path) -> None:
 
 
 def test_truncated_file_is_an_error(tmp_path: Path) -> None:
-    original = weights_path("efficientnet_lite0").read_bytes()
+    original = weights_path(ZOO["efficientnet_lite0"].weights.package).read_bytes()
     path = tmp_path / "truncated.pth"
     path.write_bytes(original[: len(original) // 2])
 
@@ -173,7 +174,7 @@ def test_not_a_checkpoint_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", list(LITE_CONFIGS))
 def test_reads_the_bundled_efficientnet_lite_weights(name: str) -> None:
-    state = load_state_dict(weights_path(name))
+    state = load_state_dict(weights_path(ZOO[name].weights.package))
 
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
     assert state["_fc.weight"].shape == (1000, 1280)

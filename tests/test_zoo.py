@@ -24,8 +24,8 @@ from inference import (
     preprocess,
 )
 from inference.convert import ensure_variants
-from inference.zoo import keras_weights_path
-from tests.test_cli import assert_one_error_line, run_cli
+from inference.builders import keras_weights_path
+from tests.conftest import assert_one_error_line, run_cli
 
 DOWNLOAD_MODELS = [name for name, spec in ZOO.items() if spec.source is Source.DOWNLOAD]
 FP32_TOLERANCE = 1e-4
@@ -36,8 +36,9 @@ CUSTOM_CLASSES = ("red", "green", "blue", "other")
 def test_download_models_build_without_weights_and_run_the_same_pipeline(
     name: str, coffee: Path
 ) -> None:
+    from inference.builders import build_keras_model
+
     from inference import KerasRunner
-    from inference.keras_models import build_keras_model
 
     spec = get_spec(name)
     model = build_keras_model(spec, weights=False)
@@ -53,9 +54,8 @@ def test_download_models_build_without_weights_and_run_the_same_pipeline(
 def test_download_model_offline_raises_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from inference.builders import build_keras_model
     from keras.src.utils import file_utils
-
-    from inference.keras_models import build_keras_model
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise OSError(-3, "Temporary failure in name resolution")

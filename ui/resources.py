@@ -1,9 +1,10 @@
-"""Cached runners and per-session state shared by the pages.
+"""Shared runners, per-session state and the pages' error policy.
 
-Runners live in ``st.cache_resource``: one copy per (model, variant) for every
-session, bounded so the app stays inside Community Cloud's 2.7 GB. Runners are
-thread-safe (LiteRT calls hold a lock; Keras runs a ``tf.function``), which a
-value shared by all sessions requires.
+Runners come from :data:`inference.runner_cache.RUNNERS`: one copy per
+(model, variant) for every session and for the REST API, bounded so the app
+stays inside Community Cloud's 2.7 GB. Runners are thread-safe (LiteRT calls
+hold a lock; Keras runs a ``tf.function``), which a value shared by all
+sessions requires.
 
 Results live in each session's state, keyed by image digest, model and
 variant, so a rerun that changes nothing does not run inference again and the
@@ -26,48 +27,22 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from inference import (
-    ZOO,
-    InferenceError,
-    InputError,
-    ModelSpec,
-    Prediction,
-    Runner,
-    Variant,
-    classify_decoded,
-    decode_image,
-    load_runner,
-    preprocess,
-)
+from inference import ZOO, ModelSpec, Prediction, Runner, Variant, classify_decoded, decode_image
 from inference.convert import ensure_variants, is_converted
-from inference.preprocess import draft_size
+from inference.errors import one_line
+from inference.preprocess import draft_size, preprocess
+from inference.runner_cache import RUNNERS, model_key
 
 log = logging.getLogger("quantlens.ui")
 
-MAX_CACHED_RUNNERS = 8
-"""Runners kept for all sessions: the five variants of one model plus a few more."""
 MAX_RESULTS_PER_SESSION = 400
 RESULT_TOP_K = 10
 """Results keep the top 10; the pages slice what the person asked for."""
 
 
-@st.cache_resource(max_entries=MAX_CACHED_RUNNERS, show_spinner=False)
-def cached_runner(model_key: str, variant: str, _spec: ModelSpec) -> Runner:
-    """One runner per (model, variant), shared by every session.
-
-    ``model_key`` identifies the weights (custom models by file digest);
-    ``_spec`` is not hashed.
-    """
-    return load_runner(_spec, variant)
-
-
-def model_key(spec: ModelSpec) -> str:
-    """Identifies a runner: the weights, and the labels and scaling it answers with.
-
-    Two people uploading the same file with different labels must not share answers.
-    """
-    served = hashlib.sha256(repr((spec.labels, spec.preprocessing)).encode()).hexdigest()[:12]
-    return f"{spec.name}:{spec.fingerprint}:{served}"
+def show_error(exc: BaseException, context: str) -> None:
+    """The pages' error policy: one line for the person; a bug's traceback goes to the log."""
+    st.error(one_line(exc, context=context, log=log), icon=":material/warning:")
 
 
 def available_specs() -> dict[str, ModelSpec]:
@@ -95,9 +70,8 @@ def session_dir() -> Path:
 
 def ensure_converted(spec: ModelSpec, variants: Sequence[Variant]) -> None:
     """Convert the variants that are not cached yet, showing progress while it runs."""
-    missing = [
-        v for v in variants if v.is_tflite and not spec.is_tflite_file and not is_converted(spec, v)
-    ]
+    missing = [v for v in variants if v.is_tflite and not spec.is_tflite_file]
+    missing = [v for v in missing if not is_converted(spec, v)]
     if not missing:
         return
     names = ", ".join(v.value for v in missing)
@@ -117,18 +91,15 @@ def get_runners(spec: ModelSpec, variants: Sequence[Variant]) -> dict[Variant, R
     runners: dict[Variant, Runner] = {}
     try:
         ensure_converted(spec, variants)
-    except InferenceError as exc:
-        st.error(str(exc), icon=":material/warning:")
+    except Exception as exc:
+        show_error(exc, f"converting {spec.title}")
         return runners
     for variant in variants:
         try:
             with st.spinner(f"Loading {spec.title} ({variant.value})…"):
-                runners[variant] = cached_runner(model_key(spec), variant.value, spec)
-        except InferenceError as exc:
-            st.error(str(exc), icon=":material/warning:")
-        except Exception:
-            log.exception("loading %s %s failed", spec.name, variant.value)
-            st.error(f"{spec.title} ({variant.value}) could not be loaded; see the server log.")
+                runners[variant] = RUNNERS.get(spec, variant)
+        except Exception as exc:
+            show_error(exc, f"{spec.title} ({variant.value})")
     return runners
 
 
@@ -144,11 +115,20 @@ class ImageInput:
         return hashlib.sha256(self.data).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Shown:
+    """One image's outcome on a page: the decoded picture and each variant's result."""
+
+    image: ImageInput
+    picture: Image.Image
+    results: dict[Variant, Prediction]
+
+
 def _results() -> OrderedDict[tuple[str, ...], Prediction]:
     return st.session_state.setdefault("results", OrderedDict())
 
 
-def decoded(image: ImageInput, spec: ModelSpec) -> tuple[Image.Image, float]:
+def _decode(image: ImageInput, spec: ModelSpec) -> tuple[Image.Image, float]:
     """Decode (timed) at the model's draft size; raises InputError for bad files."""
     start = time.perf_counter()
     pre = spec.preprocessing
@@ -158,45 +138,58 @@ def decoded(image: ImageInput, spec: ModelSpec) -> tuple[Image.Image, float]:
     return picture, (time.perf_counter() - start) * 1e3
 
 
-def predictions(
-    image: ImageInput, spec: ModelSpec, runners: dict[Variant, Runner], *, remeasure: bool = False
-) -> dict[Variant, Prediction]:
-    """Each variant's result for ``image``: from this session's store, or computed now.
+def predict_images(
+    images: Sequence[ImageInput],
+    spec: ModelSpec,
+    runners: dict[Variant, Runner],
+    *,
+    remeasure: bool = False,
+) -> list[Shown]:
+    """Every variant's result for every image: from this session's store, or computed now.
 
-    Raises:
-        InputError: The image cannot be decoded.
+    Each image is decoded once and each runner warmed once per call. An image
+    that fails is shown as one line (the pages' error policy) and skipped.
     """
     store = _results()
-    keys = {v: (image.digest, model_key(spec), v.value) for v in runners}
-    todo = [v for v, key in keys.items() if remeasure or key not in store]
-    if todo:
-        picture, decode_ms = decoded(image, spec)
-        for variant in todo:
-            runner = runners[variant]
-            # One untimed call first, as benchmark tools discard warm-up runs: inside a
-            # Streamlit run, TensorFlow's first tf.function call costs 300-500 ms more
-            # (measured here, TF 2.21; not reproduced outside Streamlit).
-            runner.predict(preprocess(picture, spec.preprocessing))
-            store[keys[variant]] = classify_decoded(
-                runner, picture, name=image.name, k=RESULT_TOP_K, decode_ms=decode_ms
-            )
-    for key in keys.values():
-        store.move_to_end(key)
+    warmed: set[Variant] = set()
+    shown = []
+    for image in images:
+        keys = {v: (image.digest, model_key(spec), v.value) for v in runners}
+        try:
+            picture, decode_ms = _decode(image, spec)
+            for variant, key in keys.items():
+                if not remeasure and key in store:
+                    continue
+                runner = runners[variant]
+                if variant not in warmed:
+                    # One untimed call first, as benchmark tools discard warm-up runs:
+                    # inside a Streamlit run, TensorFlow's first tf.function call costs
+                    # 300-500 ms more (measured here, TF 2.21; not reproduced outside).
+                    runner.predict(preprocess(picture, spec.preprocessing))
+                    warmed.add(variant)
+                store[key] = classify_decoded(
+                    runner, picture, name=image.name, k=RESULT_TOP_K, decode_ms=decode_ms
+                )
+        except Exception as exc:
+            show_error(exc, f"{image.name} with {spec.title}")
+            continue
+        for key in keys.values():
+            store.move_to_end(key)
+        shown.append(Shown(image, picture, {v: store[key] for v, key in keys.items()}))
     while len(store) > MAX_RESULTS_PER_SESSION:
         store.popitem(last=False)
-    return {v: store[key] for v, key in keys.items()}
+    return shown
 
 
 def repeat_timings(
-    image: ImageInput, spec: ModelSpec, variant: Variant, runner: Runner, runs: int
+    shown: Shown, spec: ModelSpec, variant: Variant, runner: Runner, runs: int
 ) -> list[float]:
     """Inference milliseconds of ``runs`` repeated calls, kept per session like results."""
     timings: dict[tuple[str, ...], list[float]] = st.session_state.setdefault("timings", {})
-    key = (image.digest, model_key(spec), variant.value, str(runs))
+    key = (shown.image.digest, model_key(spec), variant.value, str(runs))
     if key not in timings:
-        picture, _ = decoded(image, spec)
-        batch = preprocess(picture, spec.preprocessing)
-        runner.predict(batch)  # warm-up, not timed (see predictions)
+        batch = preprocess(shown.picture, spec.preprocessing)
+        runner.predict(batch)  # warm-up, not timed (see predict_images)
         measured = []
         for _ in range(runs):
             start = time.perf_counter()
@@ -206,21 +199,3 @@ def repeat_timings(
             timings.pop(next(iter(timings)))
         timings[key] = measured
     return timings[key]
-
-
-def shown_predictions(
-    image: ImageInput, spec: ModelSpec, runners: dict[Variant, Runner], *, remeasure: bool = False
-) -> dict[Variant, Prediction] | None:
-    """``predictions`` with the pages' error policy; ``None`` when it failed.
-
-    Bad input is shown as one line; a bug is logged for the operator and shown
-    as one line. Either way the page goes on with the next image.
-    """
-    try:
-        return predictions(image, spec, runners, remeasure=remeasure)
-    except InputError as exc:
-        st.error(str(exc), icon=":material/block:")
-    except Exception:
-        log.exception("%s with %s failed", image.name, spec.name)
-        st.error(f"{image.name}: {spec.title} failed unexpectedly; the error was logged.")
-    return None

@@ -7,16 +7,24 @@ from collections.abc import Sequence
 import streamlit as st
 
 from inference import ModelSpec, Source, Variant, is_available
-from inference.benchmark import resident_bytes
-from inference.zoo import ASSETS_DIR
+from inference.paths import SAMPLES_DIR
+from inference.preprocess import IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_MB
+from inference.runner_cache import MAX_CACHED_RUNNERS
+from inference.system import resident_bytes
 from ui.resources import ImageInput, available_specs
 
-SAMPLES_DIR = ASSETS_DIR / "samples"
+__all__ = [
+    "MAX_IMAGE_MB",
+    "image_inputs",
+    "memory_readout",
+    "model_label",
+    "model_picker",
+    "models_picker",
+    "variants_picker",
+]
+
 MEMORY_CAP_BYTES = 2_700_000_000
 """Streamlit Community Cloud's memory limit for an app."""
-MAX_IMAGE_MB = 25
-"""Per-image upload limit; server.maxUploadSize (config.toml) caps everything at 200 MB."""
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "avif"]
 _SOURCE_ORDER = {Source.BUNDLED: 0, Source.CUSTOM: 1, Source.DOWNLOAD: 2}
 
 
@@ -117,7 +125,8 @@ def image_inputs(
     )
     images = []
     for upload in uploads or []:
-        if upload.size > MAX_IMAGE_MB * 1_000_000:
+        # Streamlit's own limit counts MiB; ours counts MB, like the API's.
+        if upload.size > MAX_IMAGE_BYTES:
             st.error(
                 f"{upload.name}: {upload.size / 1e6:.0f} MB is over the {MAX_IMAGE_MB} MB "
                 "limit for images",
@@ -139,5 +148,5 @@ def memory_readout() -> None:
         min(share, 1.0),
         text=f"Server memory: {rss / 1e9:.2f} GB of Community Cloud's "
         f"{MEMORY_CAP_BYTES / 1e9:.1f} GB cap ({share:.0%}); loaded models are shared by all "
-        "sessions, at most 8 at a time.",
+        f"sessions, at most {MAX_CACHED_RUNNERS} at a time.",
     )

@@ -1,0 +1,176 @@
+"""One protocol for the child processes (converter, quantizer, model check).
+
+Work that can crash natively, hang, leak or exhaust memory (TensorFlow's
+converter, loading a stranger's model file) runs in ``python -m <module>``.
+The parent writes one JSON request to the child's stdin; the child answers
+with JSON lines on stdout:
+
+- ``{"event": "progress", "message": ..., "fraction": ...}`` while it works;
+- ``{"event": "result", ...}`` once, when it succeeds;
+- ``{"event": "error", "type": "InputError", "message": ...}`` when it fails
+  (``type`` names an :mod:`inference.errors` class, or ``"unexpected"``).
+
+Anything else on stdout (a library printing) is ignored; stderr goes to a log
+file. :func:`run_child` enforces a time limit and, optionally, a memory limit,
+and always kills the child when it returns or raises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from inference.errors import InferenceError, error_type
+from inference.paths import REPO_ROOT
+
+__all__ = ["ChildFailed", "Progress", "emit", "run_child", "serve"]
+
+Progress = Callable[[str, float], None]
+"""Called with (message, fraction done)."""
+
+
+@dataclass
+class ChildFailed(Exception):
+    """The child ended without a result or an error of ours; the caller words the message."""
+
+    reason: Literal["timeout", "exit", "unexpected"]
+    detail: str
+    """The exit status, the time limit, or the unexpected exception's first line."""
+
+
+def emit(**event: Any) -> None:
+    """Child side: write one event line."""
+    print(json.dumps(event), flush=True)
+
+
+def serve(handler: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
+    """Child side: read the request, run ``handler``, emit its result or its error.
+
+    Returns the exit status for ``sys.exit``.
+    """
+    request = json.loads(sys.stdin.read() or "{}")
+    try:
+        result = handler(request)
+    except InferenceError as exc:
+        emit(event="error", type=type(exc).__name__, message=str(exc))
+        return 1
+    except Exception as exc:  # a bug or a library failure: the log keeps the traceback
+        traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        emit(event="error", type="unexpected", message=f"{type(exc).__name__} {first}".strip())
+        return 1
+    emit(event="result", **result)
+    return 0
+
+
+def _limit_address_space(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # pragma: no cover - runs in the child before exec
+        import resource  # noqa: PLC0415 - POSIX only, and only in the forked child
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def run_child(
+    module: str,
+    request: dict[str, Any],
+    *,
+    timeout: float,
+    log_path: Path,
+    memory_bytes: int | None = None,
+    progress: Progress | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run ``python -m module`` on ``request`` and return its result event.
+
+    Raises:
+        InferenceError: The child reported one (its own class is re-raised).
+        ChildFailed: It timed out, died without answering, or hit a bug.
+    """
+    child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")])
+    )
+    limit = (
+        _limit_address_space(memory_bytes)
+        if memory_bytes and sys.platform.startswith("linux")
+        else None
+    )
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=child_env,
+            preexec_fn=limit,  # only setrlimit, before exec
+        )
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(json.dumps(request))
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; its exit status says how, below
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            outcome = _follow(lines, progress, time.monotonic() + timeout, timeout)
+            returncode = process.wait()
+        finally:
+            # Timed out, or the caller went away (a Streamlit rerun raises from inside
+            # `progress`): never leave a child running.
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    if outcome is None:
+        raise ChildFailed("exit", str(returncode))
+    if outcome.get("event") == "error":
+        kind = error_type(str(outcome.get("type")))
+        if kind is None:
+            raise ChildFailed("unexpected", str(outcome.get("message", "")))
+        raise kind(str(outcome.get("message", "")))
+    outcome.pop("event")
+    return outcome
+
+
+def _follow(
+    lines: queue.Queue[str | None], progress: Progress | None, deadline: float, timeout: float
+) -> dict[str, Any] | None:
+    """Relay progress events until stdout closes; return the result or error event."""
+    outcome: dict[str, Any] | None = None
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            raise ChildFailed("timeout", f"{timeout:g}") from None
+        if line is None:
+            return outcome
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a library printed to stdout
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") in ("result", "error"):
+            outcome = event
+        elif progress and event.get("event") == "progress":
+            progress(str(event.get("message", "")), float(event.get("fraction", 0.0)))

@@ -1,0 +1,227 @@
+"""Models people bring: check the file in a child process, describe it as a spec, store uploads.
+
+A model file names its layers and tensor sizes; a crafted one can declare
+billions of weights and exhaust memory while loading. :func:`inspect_model`
+opens it in ``python -m inference.inspect_worker`` with an address-space and
+time limit, so such a file costs the server nothing, and refuses models too
+large to serve before the server ever loads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from inference.child import ChildFailed, run_child
+from inference.errors import InputError
+from inference.labels import read_labels
+from inference.paths import cache_dir
+from inference.specs import (
+    TFLITE_FILE,
+    TFLITE_VARIANTS,
+    ModelSpec,
+    NormalizeMode,
+    OutputKind,
+    Preprocessing,
+    Source,
+    Variant,
+    Weights,
+)
+from inference.zoo import file_fingerprint
+
+__all__ = [
+    "CUSTOM_SUFFIXES",
+    "MAX_PARAMETERS",
+    "MAX_TENSOR_BYTES",
+    "custom_spec",
+    "inspect_model",
+    "store_upload",
+]
+
+log = logging.getLogger("inference")
+
+CUSTOM_SUFFIXES = (".keras", ".h5", ".tflite")
+MAX_CUSTOM_INPUT_SIDE = 1024
+MEMORY_LIMIT_BYTES = 8 * 1024**3
+"""Address space of the checker; TensorFlow alone reserves about 3 GB of it."""
+TIMEOUT_S = 180
+MAX_PARAMETERS = 200_000_000
+"""Largest Keras model served (800 MB of float32 weights)."""
+MAX_TENSOR_BYTES = 1_000_000_000
+"""Largest total of a .tflite file's tensors (weights and activations)."""
+
+
+def inspect_model(path: Path) -> dict[str, Any]:
+    """Describe a ``.keras``/``.h5``/``.tflite`` file from a child process, within limits.
+
+    Returns:
+        ``input_shape`` [h, w, c], ``classes`` and ``outputs`` (probabilities or
+        logits); ``parameters`` for Keras files; ``variant`` and ``tensor_bytes``
+        for TFLite files.
+
+    Raises:
+        InputError: The model is unsafe, unreadable, too large, or not an
+            image classifier.
+    """
+    limits = f"{MEMORY_LIMIT_BYTES // 1024**3} GB of memory and {TIMEOUT_S} s"
+    log_path = cache_dir() / f"check-{uuid.uuid4().hex[:8]}.log"
+    try:
+        facts = run_child(
+            "inference.inspect_worker",
+            {"path": str(path)},
+            timeout=TIMEOUT_S,
+            memory_bytes=MEMORY_LIMIT_BYTES,
+            log_path=log_path,
+            env={"TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+    except ChildFailed as failure:
+        if failure.reason == "timeout":
+            raise InputError(
+                f"{path.name}: checking this model took more than {limits}; refused"
+            ) from None
+        # Killed by the memory limit, or a crash inside a native loader.
+        log.warning("model checker failed on %s: %s", path.name, _tail(log_path))
+        raise InputError(
+            f"{path.name}: the model could not be loaded within {limits}; refused"
+        ) from None
+    finally:
+        log_path.unlink(missing_ok=True)
+    if int(facts.get("parameters", 0)) > MAX_PARAMETERS:
+        raise InputError(
+            f"{path.name}: {int(facts['parameters']) / 1e6:.0f} M parameters; models over "
+            f"{MAX_PARAMETERS / 1e6:.0f} M are refused"
+        )
+    if int(facts.get("tensor_bytes", 0)) > MAX_TENSOR_BYTES:
+        raise InputError(
+            f"{path.name}: its tensors take {int(facts['tensor_bytes']) / 1e6:.0f} MB; models over "
+            f"{MAX_TENSOR_BYTES / 1e6:.0f} MB are refused"
+        )
+    return facts
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[-2000:]
+    except OSError:
+        return ""
+
+
+def custom_spec(
+    model_path: str | Path,
+    labels_path: str | Path | None = None,
+    *,
+    normalize: NormalizeMode = "raw",
+    outputs: OutputKind | None = None,
+    title: str | None = None,
+) -> ModelSpec:
+    """Describe a user's ``.keras``/``.h5``/``.tflite`` model.
+
+    The input size, class count and output kind are read from the model
+    itself, in a child process (a Keras file is opened with ``safe_mode=True``;
+    a ``.tflite`` through LiteRT, without TensorFlow).
+
+    Args:
+        model_path: The model file.
+        labels_path: One label per line; its count must equal the model's
+            outputs. Without it, classes are named ``class 0``, ``class 1``, ...
+        normalize: Pixel scaling the model expects (see ``Preprocessing``);
+            ``raw`` (0-255) suits models that rescale inside themselves.
+        outputs: ``probabilities`` or ``logits``; ``None`` reads it from the
+            graph (a final softmax means probabilities).
+        title: Display name (default: the file name).
+
+    Raises:
+        InputError: The file is missing, of another type, unsafe or corrupt,
+            or the labels do not match the outputs.
+    """
+    path = Path(model_path)
+    if path.suffix.lower() not in CUSTOM_SUFFIXES:
+        raise InputError(
+            f"{path.name}: expected a model file ending in {', '.join(CUSTOM_SUFFIXES)}; "
+            f"received {path.suffix or 'no extension'!r}"
+        )
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    fingerprint = file_fingerprint(path)
+    facts = inspect_model(path)
+    height, width, channels = (int(d) for d in facts["input_shape"])
+    classes = int(facts["classes"])
+    is_tflite = path.suffix.lower() == ".tflite"
+    variants: tuple[Variant, ...] = (
+        (Variant(facts["variant"]),) if is_tflite else (Variant.ORIGINAL, *TFLITE_VARIANTS)
+    )
+    if max(height, width) > MAX_CUSTOM_INPUT_SIDE:
+        raise InputError(
+            f"{path.name}: input {height}x{width} is larger than the "
+            f"{MAX_CUSTOM_INPUT_SIDE}x{MAX_CUSTOM_INPUT_SIDE} this app accepts"
+        )
+    if channels not in (1, 3):
+        raise InputError(
+            f"{path.name}: expected a model taking 1 or 3 channel images; its input has {channels}"
+        )
+    if labels_path is not None:
+        labels = read_labels(labels_path)
+        if len(labels) != classes:
+            raise InputError(
+                f"{Path(labels_path).name}: the model has {classes} outputs but the labels "
+                f"file has {len(labels)} labels; expected one label per output"
+            )
+    else:
+        labels = tuple(f"class {i}" for i in range(classes))
+    return ModelSpec(
+        name=f"custom_{fingerprint}",
+        title=title or path.name,
+        source=Source.CUSTOM,
+        preprocessing=Preprocessing(
+            (height, width),
+            normalize=normalize,
+            color_mode="L" if channels == 1 else "RGB",
+            crop_fraction=1.0,
+        ),
+        labels=labels,
+        builder=TFLITE_FILE if is_tflite else "keras_file",
+        weights=Weights(file=path.resolve()),
+        outputs=outputs or facts["outputs"],
+        variants=variants,
+        description=f"Your model {title or path.name}",
+        fingerprint=fingerprint,
+    )
+
+
+def store_upload(
+    folder: Path,
+    file_name: str,
+    data: bytes,
+    labels: bytes | None = None,
+    *,
+    normalize: NormalizeMode = "raw",
+    outputs: OutputKind | None = None,
+) -> ModelSpec:
+    """Save an uploaded model (and labels) under generated names in ``folder``, then check it.
+
+    The person's file name is only a title: nothing they typed becomes a path.
+    A refused file is deleted again.
+
+    Raises:
+        InputError: The file type is wrong, or :func:`custom_spec` refuses it.
+    """
+    suffix = Path(file_name).suffix.lower()
+    if suffix not in CUSTOM_SUFFIXES:
+        raise InputError(f"{file_name}: expected a .keras, .h5 or .tflite file")
+    model_path = folder / f"upload-{uuid.uuid4().hex[:12]}{suffix}"
+    model_path.write_bytes(data)
+    labels_path = None
+    if labels is not None:
+        labels_path = model_path.with_suffix(".labels.txt")
+        labels_path.write_bytes(labels)
+    try:
+        return custom_spec(
+            model_path, labels_path, normalize=normalize, outputs=outputs, title=file_name
+        )
+    except BaseException:
+        model_path.unlink(missing_ok=True)
+        if labels_path is not None:
+            labels_path.unlink(missing_ok=True)
+        raise
