@@ -1,4 +1,10 @@
-"""Shared fixtures: real photos, a conversion cache for the session, runners built once."""
+"""Shared fixtures and helpers: real photos, a conversion cache, runners built once, the CLI.
+
+``python -m pytest -m "not slow"`` runs the fast tests alone (no conversion,
+no training). A test is slow when it needs a converted or trained model: the
+hook below marks every test that uses one of :data:`SLOW_FIXTURES`, and
+modules that need them throughout carry ``pytestmark = pytest.mark.slow``.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,14 @@ COFFEE_CLASSES = {"espresso", "cup"}
 LITE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLI_TIMEOUT_S = 600
+SLOW_FIXTURES = {"runners", "colour_model"}
+"""Fixtures that convert models (the session's runner pool) or train one."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

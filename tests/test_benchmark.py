@@ -149,3 +149,22 @@ def test_spec_of_fashion_model() -> None:
     spec = get_spec("fashion_mnist_cnn")
     assert spec.preprocessing.input_shape == (28, 28, 1)
     assert spec.labels[0] == "T-shirt/top" and spec.num_classes == 10
+
+
+def test_run_benchmarks_measures_a_tflite_someone_brought(
+    runners: RunnerPool, tmp_path: Path
+) -> None:
+    from inference import custom_spec
+    from inference.benchmark import run_benchmarks
+
+    fp32 = runners.get("efficientnet_lite0", Variant.FP32)
+    mine = tmp_path / "mine.tflite"
+    shutil.copyfile(fp32.path, mine)
+    spec = custom_spec(mine, normalize="lite")
+
+    measured = run_benchmarks([(spec, Variant.FP32)], runs=3, warmup=1)
+
+    ((result, runner),) = measured
+    assert result.model == spec.name and result.latency.runs == 3
+    assert result.macs == count_macs(fp32.path)  # counted from the file itself
+    runner.close()

@@ -10,6 +10,7 @@ import pytest
 from inference import ZOO, Variant
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool, assert_one_error_line, run_cli
 
+
 def test_models_json_lists_the_zoo() -> None:
     result = run_cli("models", "--json")
 

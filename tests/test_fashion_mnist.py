@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import fashion_mnist
 from inference.evaluate import label_key
+from training import fashion_mnist
 
 needs_dataset = pytest.mark.skipif(
     not (fashion_mnist.DATA_DIR / "t10k-images-idx3-ubyte.gz").is_file(),

@@ -77,9 +77,7 @@ def test_to_probabilities_follows_the_declared_kind_row_by_row() -> None:
     as_logits = to_probabilities(rows, "logits")
 
     np.testing.assert_allclose(as_probabilities[0], [0.7, 0.2, 0.1], rtol=1e-6)
-    np.testing.assert_allclose(
-        as_logits[1], np.exp([2, 1, 0]) / np.exp([2, 1, 0]).sum(), rtol=1e-6
-    )
+    np.testing.assert_allclose(as_logits[1], np.exp([2, 1, 0]) / np.exp([2, 1, 0]).sum(), rtol=1e-6)
     # A row's answer never depends on its batch mates.
     np.testing.assert_allclose(to_probabilities(rows[1:], "logits"), as_logits[1:])
 

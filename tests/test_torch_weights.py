@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from inference.efficientnet_lite import LITE_CONFIGS, weights_path
-from inference.zoo import ZOO
 from inference.torch_weights import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,
     UnsafePickleError,
     load_state_dict,
 )
+from inference.zoo import ZOO
 
 
 class _FakeStorage:

@@ -23,8 +23,8 @@ from inference import (
     load_runner,
     preprocess,
 )
-from inference.convert import ensure_variants
 from inference.builders import keras_weights_path
+from inference.convert import ensure_variants
 from tests.conftest import assert_one_error_line, run_cli
 
 DOWNLOAD_MODELS = [name for name, spec in ZOO.items() if spec.source is Source.DOWNLOAD]
@@ -36,9 +36,8 @@ CUSTOM_CLASSES = ("red", "green", "blue", "other")
 def test_download_models_build_without_weights_and_run_the_same_pipeline(
     name: str, coffee: Path
 ) -> None:
-    from inference.builders import build_keras_model
-
     from inference import KerasRunner
+    from inference.builders import build_keras_model
 
     spec = get_spec(name)
     model = build_keras_model(spec, weights=False)
@@ -54,8 +53,9 @@ def test_download_models_build_without_weights_and_run_the_same_pipeline(
 def test_download_model_offline_raises_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inference.builders import build_keras_model
     from keras.src.utils import file_utils
+
+    from inference.builders import build_keras_model
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise OSError(-3, "Temporary failure in name resolution")
@@ -250,3 +250,54 @@ def test_unusable_model_files_are_refused(
 
     with pytest.raises(InputError, match=message):
         custom_spec(path)
+
+
+@pytest.fixture(scope="module")
+def logits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained CNN whose last layer has no softmax: it outputs logits."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, kernel_initializer=keras.initializers.RandomNormal(0, 3)),
+        ]
+    )
+    path = tmp_path_factory.mktemp("logits") / "logits.keras"
+    model.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_logits_are_detected_from_the_graph_and_get_a_softmax(
+    logits_model: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    spec = custom_spec(logits_model)
+    photo = _solid(tmp_path, "mixed", (200, 120, 40))
+    batch = preprocess(decode_image(photo), spec.preprocessing)
+    raw = keras.saving.load_model(logits_model).predict(batch, verbose=0)[0]
+    softmax = np.exp(raw - raw.max()) / np.exp(raw - raw.max()).sum()
+
+    assert spec.outputs == "logits"
+    assert custom_spec(logits_model, outputs="probabilities").outputs == "probabilities"
+    np.testing.assert_allclose(
+        load_runner(spec, Variant.ORIGINAL).predict(batch)[0], softmax, atol=1e-5
+    )
+    fp32 = ensure_variants(spec, [Variant.FP32])[Variant.FP32]
+    copy = tmp_path / "logits.tflite"
+    copy.write_bytes(fp32.read_bytes())
+    tflite_spec = custom_spec(copy)
+    assert tflite_spec.outputs == "logits"
+    np.testing.assert_allclose(
+        load_runner(tflite_spec, Variant.FP32).predict(batch)[0], softmax, atol=1e-4
+    )
+
+
+def test_a_model_ending_in_softmax_is_read_as_probabilities(colour_model: Path) -> None:
+    assert custom_spec(colour_model).outputs == "probabilities"
