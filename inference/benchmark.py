@@ -23,7 +23,7 @@ from PIL import Image
 
 from inference.child import Progress
 from inference.convert import ensure_variants
-from inference.loading import load_runner, tflite_path
+from inference.loading import load_runner
 from inference.paths import SAMPLES_DIR
 from inference.pipeline import classify
 from inference.preprocess import decode_image, preprocess
@@ -346,14 +346,14 @@ def run_benchmarks(
     for name, variants in by_model.items():
         spec = specs[name]
         try:
-            if spec.is_tflite_file:
-                macs[name] = count_macs(tflite_path(spec, variants[0]))
-            else:
-                convertible = sorted(
-                    {*[v for v in variants if v.is_tflite], Variant.FP32}, key=list(Variant).index
-                )
-                paths = ensure_variants(spec, convertible, progress=convert_progress)
-                macs[name] = count_macs(paths[Variant.FP32])
+            # MACs are counted on the float file where there is one (quantized files
+            # add QUANTIZE/DEQUANTIZE ops that do no multiply-adds).
+            reference = [Variant.FP32] if Variant.FP32 in spec.variants else []
+            convertible = sorted(
+                {*[v for v in variants if v.is_tflite], *reference}, key=list(Variant).index
+            )
+            paths = ensure_variants(spec, convertible, progress=convert_progress)
+            macs[name] = count_macs(paths[convertible[0]])
         except Exception as exc:
             if on_error is None:
                 raise

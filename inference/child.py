@@ -33,7 +33,7 @@ from typing import Any, Literal
 from inference.errors import InferenceError, error_type
 from inference.paths import REPO_ROOT
 
-__all__ = ["ChildFailed", "Progress", "emit", "run_child", "serve"]
+__all__ = ["ChildFailed", "Progress", "emit", "run_child", "serve", "write_atomically"]
 
 Progress = Callable[[str, float], None]
 """Called with (message, fraction done)."""
@@ -51,6 +51,17 @@ class ChildFailed(Exception):
 def emit(**event: Any) -> None:
     """Child side: write one event line."""
     print(json.dumps(event), flush=True)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Child side: write under a temporary name, then rename, so no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
 
 
 def serve(handler: Callable[[dict[str, Any]], dict[str, Any]]) -> int:

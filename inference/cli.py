@@ -20,19 +20,24 @@ import io
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
+
 from inference import benchmark as bench
-from inference.convert import ensure_variants
+from inference.convert import conversion_record, ensure_recipe, ensure_variants
 from inference.custom import CUSTOM_SUFFIXES, custom_spec
 from inference.errors import InferenceError, InputError, UsageError
 from inference.evaluate import evaluate, scan_folder, scan_zip
+from inference.layers import compare_layers, short_name
 from inference.loading import load_runners
 from inference.pipeline import classify
-from inference.preprocess import image_files
+from inference.preprocess import decode_image, image_files, preprocess
+from inference.recipes import load_recipe
 from inference.specs import NORMALIZE_HELP, TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
 from inference.system import machine
 from inference.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
@@ -101,6 +106,41 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="images or folders for int8 calibration (default: assets/calibration)",
     )
+    quantize = sub.add_parser(
+        "quantize", parents=[common], help="make a variant from a recipe (ai-edge-quantizer)"
+    )
+    _model_arguments(quantize)
+    quantize.add_argument(
+        "--recipe",
+        required=True,
+        help="a built-in recipe (fp16, dynamic, int8, int16x8, w4) or a recipe .json file",
+    )
+    quantize.add_argument(
+        "--calibration",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="images or folders for calibrated recipes (default: the model's set)",
+    )
+    _keep_float_arguments(quantize)
+    quantize.add_argument("--json", action="store_true", help="print JSON")
+
+    layers = sub.add_parser(
+        "layers",
+        parents=[common],
+        help="per-tensor error of a quantized file against its float one",
+    )
+    layers.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    _model_arguments(layers)
+    layers.add_argument("--variant", default="int8", help="the candidate variant (default int8)")
+    layers.add_argument("--reference", type=Path, default=None, help="reference .tflite file")
+    layers.add_argument("--candidate", type=Path, default=None, help="candidate .tflite file")
+    layers.add_argument(
+        "--threshold", type=float, default=20.0, help="SNR in dB that marks damage (default 20)"
+    )
+    layers.add_argument("--json", action="store_true", help="print JSON")
+
     bench = sub.add_parser("bench", parents=[common], help="latency, size and memory per variant")
     bench.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated zoo names")
     bench.add_argument("--variants", default="all", help="comma-separated variants, or 'all'")
@@ -141,6 +181,23 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "probabilities", "logits"],
         help="what your own model outputs (default auto: probabilities if it ends in a softmax)",
+    )
+
+
+def _keep_float_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep-float",
+        nargs="+",
+        default=[],
+        metavar="REGEX",
+        help="keep ops whose output tensor name matches REGEX in float",
+    )
+    parser.add_argument(
+        "--keep-float-op",
+        nargs="+",
+        default=[],
+        metavar="OP",
+        help="keep every op of these TFLite types in float (e.g. SOFTMAX CONV_2D)",
     )
 
 
@@ -218,6 +275,62 @@ def cmd_convert(args: argparse.Namespace) -> int:
     paths = ensure_variants(spec, variants, progress=_progress, calibration=args.calibration)
     for variant, path in paths.items():
         print(f"{spec.name} {variant.value:<8} {path.stat().st_size / 1e6:8.2f} MB  {path}")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    spec = resolve_model(args)
+    recipe = load_recipe(args.recipe).keeping_float(
+        tuple(args.keep_float), tuple(args.keep_float_op)
+    )
+    start = time.perf_counter()
+    path = ensure_recipe(spec, recipe, progress=_progress, calibration=args.calibration)
+    seconds = conversion_record(path).get("seconds", time.perf_counter() - start)
+    if args.json:
+        row = {"model": spec.name, "recipe": recipe.name, "path": str(path),
+               "bytes": path.stat().st_size, "seconds": seconds}  # fmt: skip
+        print(json.dumps(row, indent=2))
+    else:
+        print(path)
+    return 0
+
+
+def _layer_inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray]]:
+    """The reference and candidate files, and the images preprocessed for them."""
+    if (args.reference is None) != (args.candidate is None):
+        raise UsageError("give both --reference and --candidate, or --model and --variant")
+    if args.reference is not None:
+        spec = custom_spec(args.reference, normalize=args.normalize)
+        reference, candidate = args.reference, args.candidate
+    else:
+        spec = resolve_model(args)
+        (variant,) = parse_variants(args.variant, tuple(v for v in spec.variants if v.is_tflite))
+        paths = ensure_variants(spec, [Variant.FP32, variant], progress=_progress)
+        reference, candidate = paths[Variant.FP32], paths[variant]
+    pre = spec.preprocessing
+    batches = [
+        preprocess(decode_image(Path(image), color_mode=pre.color_mode), pre)
+        for image in args.images
+    ]
+    return reference, candidate, batches
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    reference, candidate, batches = _layer_inputs(args)
+    report = compare_layers(reference, candidate, batches)
+    if args.json:
+        print(json.dumps(report.as_rows(), indent=2))
+        return 0
+    first = report.first_below(args.threshold)
+    print(f"{candidate.name} against {reference.name}, {report.images} image(s), "
+          f"{len(report.records)} tensors")  # fmt: skip
+    if first is None:
+        print(f"no tensor falls below {args.threshold:g} dB")
+    else:
+        print(f"damage starts at #{first.index} {first.op} {short_name(first.tensor)} "
+              f"({first.snr_db:.1f} dB < {args.threshold:g} dB)")  # fmt: skip
+    worst = [{**r.as_dict(), "tensor": short_name(r.tensor)} for r in report.worst(10)]
+    print("\n" + render(worst, "markdown"))
     return 0
 
 
@@ -363,6 +476,8 @@ COMMANDS = {
     "models": cmd_models,
     "predict": cmd_predict,
     "convert": cmd_convert,
+    "quantize": cmd_quantize,
+    "layers": cmd_layers,
     "bench": cmd_bench,
     "evaluate": cmd_evaluate,
 }

@@ -1,16 +1,21 @@
-"""Convert Keras models to TFLite variants, in a child process, cached on disk.
+"""Make a model's TFLite variants, in child processes, cached on disk.
 
-The converter leaks memory on every call (TF 2.20/2.21, tensorflow#122598) and
-can crash or hang, so it never runs in the serving process: ``ensure_variants``
-starts ``python -m inference.convert_worker`` with a time limit (see
-:mod:`inference.child`), relays its progress, and finds the files in the cache
-afterwards.
+Two stages, each in its own child process with a time limit (see
+:mod:`inference.child`), so a crash, a hang or a leak never reaches the server:
+
+1. **Keras -> float32 ``.tflite``** with TensorFlow (``inference.convert_worker``);
+   skipped when the model *is* a float ``.tflite`` someone brought.
+2. **float ``.tflite`` -> every other variant** with Google's ai-edge-quantizer
+   (``inference.quantize_worker``), one recipe per variant, without TensorFlow
+   and within a memory limit.
 
 Cache files live in ``$QUANTLENS_CACHE_DIR`` (default ``~/.cache/quantlens``),
-named by model, variant and a digest of everything that shapes the result
-(weights identity, TensorFlow and Keras versions, calibration set). Files are
-written under a temporary name and renamed, so a half-written file is never
-served; a file that is not a valid TFLite flatbuffer is rebuilt.
+named by model, variant (or recipe) and a digest of everything that shapes the
+result: the weights, the TensorFlow/Keras versions (float file), the recipe's
+content, the quantizer's version and, for recipes that calibrate, the
+calibration set. Each file has a sidecar ``.json`` with the recipe that made
+it and how long that took. Files are written under a temporary name and
+renamed, so a half-written file is never served; an invalid file is rebuilt.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,21 +36,30 @@ from inference.calibration import calibration_id, calibration_images
 from inference.child import ChildFailed, Progress, run_child
 from inference.errors import ConversionError, InputError
 from inference.paths import CACHE_ENV, cache_dir
+from inference.recipes import Recipe, builtin_recipe
 from inference.specs import ModelSpec, Variant
 from inference.tflite_file import is_valid
 
 __all__ = [
     "CACHE_ENV",
     "TIMEOUT_ENV",
+    "conversion_record",
+    "ensure_recipe",
     "ensure_variants",
+    "float_path",
     "is_converted",
+    "recipe_path",
     "variant_path",
 ]
 
 TIMEOUT_ENV = "QUANTLENS_CONVERT_TIMEOUT"
 CONVERTER_VERSION = 1
-"""Bump when the conversion recipe changes, to invalidate cached files."""
+"""Bump when the Keras -> float conversion changes, to invalidate cached files."""
+QUANTIZER_VERSION = 1
+"""Bump when the quantization stage changes (calibration, I/O), to invalidate cached files."""
 DEFAULT_TIMEOUT_S = 900.0
+QUANTIZER_MEMORY_BYTES = 4 * 1024**3
+"""Address space of the quantizer child: LiteRT keeps every tensor while calibrating."""
 
 
 def _version(distribution: str) -> str:
@@ -54,23 +69,53 @@ def _version(distribution: str) -> str:
         return "none"
 
 
-def variant_path(
-    spec: ModelSpec, variant: Variant, calibration: Sequence[Path] | None = None
-) -> Path:
-    """Where the cached file for ``spec`` as ``variant`` lives."""
-    key: dict[str, Any] = {
+def _digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def float_path(spec: ModelSpec) -> Path:
+    """The float32 ``.tflite`` every other variant is made from."""
+    if spec.is_tflite_file:
+        if Variant.FP32 not in spec.variants or spec.path is None:
+            raise InputError(f"{spec.title} is already quantized; it runs only as itself")
+        return spec.path
+    key = {
         "model": spec.name,
         "weights": spec.fingerprint,
-        "variant": variant.value,
         "tensorflow": f"{_version('tensorflow')}/{_version('tensorflow-cpu')}",
         "keras": _version("keras"),
         "converter": CONVERTER_VERSION,
     }
-    if variant is Variant.INT8:
+    return cache_dir() / f"{spec.name}-fp32-{_digest(key)}.tflite"
+
+
+def _label(recipe: Recipe) -> str:
+    return re.sub(r"[^0-9a-z]+", "-", recipe.name.lower()).strip("-")[:40] or "recipe"
+
+
+def recipe_path(spec: ModelSpec, recipe: Recipe, calibration: Sequence[Path] | None = None) -> Path:
+    """Where the file that ``recipe`` makes from ``spec``'s float model is cached."""
+    key: dict[str, Any] = {
+        "float": float_path(spec).name if not spec.is_tflite_file else spec.fingerprint,
+        "recipe": recipe.text,
+        "quantizer": f"{_version('ai-edge-quantizer')}/{QUANTIZER_VERSION}",
+    }
+    if recipe.needs_calibration:
         key["calibration"] = calibration_id(calibration_set(spec, calibration))
         key["preprocessing"] = dataclasses.asdict(spec.preprocessing)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir() / f"{spec.name}-{variant.value}-{digest}.tflite"
+    return cache_dir() / f"{spec.name}-{_label(recipe)}-{_digest(key)}.tflite"
+
+
+def variant_path(
+    spec: ModelSpec, variant: Variant, calibration: Sequence[Path] | None = None
+) -> Path:
+    """Where the file of ``spec`` as ``variant`` lives."""
+    if variant is Variant.FP32:
+        return float_path(spec)
+    if spec.is_tflite_file and variant is spec.variants[0]:
+        assert spec.path is not None
+        return spec.path
+    return recipe_path(spec, builtin_recipe(variant), calibration)
 
 
 def calibration_set(spec: ModelSpec, calibration: Sequence[Path] | None) -> list[Path]:
@@ -81,8 +126,19 @@ def calibration_set(spec: ModelSpec, calibration: Sequence[Path] | None) -> list
 
 
 def is_converted(spec: ModelSpec, variant: Variant) -> bool:
-    """Whether a valid cached file exists (with the default calibration set for int8)."""
-    return variant.is_tflite and not spec.is_tflite_file and is_valid(variant_path(spec, variant))
+    """Whether a valid file exists (with the default calibration set for calibrated recipes)."""
+    if not variant.is_tflite or variant not in spec.variants:
+        return False
+    return is_valid(variant_path(spec, variant))
+
+
+def conversion_record(path: Path) -> dict[str, Any]:
+    """The sidecar of a cached file: ``recipe`` (rules), ``recipe_name`` and ``seconds``."""
+    sidecar = path.with_suffix(".json")
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 @contextmanager
@@ -96,6 +152,10 @@ def _model_lock(spec: ModelSpec) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _timeout(timeout: float | None) -> float:
+    return timeout or float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+
+
 def ensure_variants(
     spec: ModelSpec,
     variants: Sequence[Variant],
@@ -104,74 +164,132 @@ def ensure_variants(
     calibration: Sequence[Path] | None = None,
     timeout: float | None = None,
 ) -> dict[Variant, Path]:
-    """Return the cached ``.tflite`` file of each variant, converting the missing ones.
+    """Return the cached ``.tflite`` file of each variant, making the missing ones.
 
     Args:
-        spec: A zoo spec or a custom Keras spec.
+        spec: A zoo spec, a custom Keras spec, or a float ``.tflite`` someone brought.
         variants: TFLite variants to make available.
-        progress: Called with (message, fraction done) as conversion proceeds.
-        calibration: Images or folders for int8 calibration (default: the model's set).
-        timeout: Seconds before the converter process is killed
+        progress: Called with (message, fraction done) as the stages proceed.
+        calibration: Images or folders for calibrated recipes (default: the model's set).
+        timeout: Seconds before a child process is killed
             (default ``$QUANTLENS_CONVERT_TIMEOUT`` or 900).
 
     Raises:
-        ConversionError: The converter failed, crashed or timed out.
+        ConversionError: A stage failed, crashed or timed out.
         ModelUnavailableError: The model's weights cannot be obtained.
-        InputError: A variant is not a TFLite one, or the model is a ``.tflite`` already.
+        InputError: A variant is not a TFLite one, or not offered by this model.
     """
     wanted = [Variant(v) for v in variants]
     for variant in wanted:
         if not variant.is_tflite:
             raise InputError(f"expected a TFLite variant to convert; received {variant.value!r}")
-    if spec.is_tflite_file:
-        raise InputError(f"{spec.title} is already a TFLite file; there is nothing to convert")
-    images = calibration_set(spec, calibration)
-    paths = {v: variant_path(spec, v, images) for v in wanted}
+        if variant not in spec.variants:
+            offered = ", ".join(v.value for v in spec.variants)
+            raise InputError(
+                f"{spec.title} offers the variants {{{offered}}}; received {variant.value!r}"
+            )
+    if spec.is_tflite_file and wanted == [spec.variants[0]]:
+        return {wanted[0]: variant_path(spec, wanted[0])}
+    recipes = {v: builtin_recipe(v) for v in wanted if v.is_quantized}
+    made = _ensure(spec, list(recipes.values()), progress, calibration, timeout)
+    return {v: made[recipes[v]] if v in recipes else float_path(spec) for v in wanted}
+
+
+def ensure_recipe(
+    spec: ModelSpec,
+    recipe: Recipe,
+    *,
+    progress: Progress | None = None,
+    calibration: Sequence[Path] | None = None,
+    timeout: float | None = None,
+) -> Path:
+    """Make (or find) the file ``recipe`` gives from ``spec``'s float model."""
+    return _ensure(spec, [recipe], progress, calibration, timeout)[recipe]
+
+
+def _ensure(
+    spec: ModelSpec,
+    recipes: list[Recipe],
+    progress: Progress | None,
+    calibration: Sequence[Path] | None,
+    timeout: float | None,
+) -> dict[Recipe, Path]:
+    source = float_path(spec)
+    needs_images = any(r.needs_calibration for r in recipes)
+    images = calibration_set(spec, calibration) if needs_images else []
+    paths = {r: recipe_path(spec, r, images or None) for r in recipes}
     with _model_lock(spec):
-        missing = {v: p for v, p in paths.items() if not is_valid(p)}
+        missing = {r: p for r, p in paths.items() if not is_valid(p)}
         for path in missing.values():
             path.unlink(missing_ok=True)  # a corrupt leftover is rebuilt, never served
+        built_float = False
+        if not spec.is_tflite_file and not is_valid(source):
+            source.unlink(missing_ok=True)
+            _convert_float(spec, source, progress, timeout)
+            built_float = True
         if missing:
-            _convert(spec, missing, images, progress, timeout)
-    for variant, path in paths.items():
+            _quantize(spec, source, missing, images, progress, timeout)
+    if not is_valid(source):
+        raise ConversionError(f"{spec.name} fp32: the converter wrote no valid file")
+    for recipe, path in paths.items():
         if not is_valid(path):
-            raise ConversionError(f"{spec.name} {variant.value}: the converter wrote no valid file")
-    if missing and progress:
+            raise ConversionError(f"{spec.name} {recipe.name}: the quantizer wrote no valid file")
+    if (missing or built_float) and progress:
         progress("ready", 1.0)
     return paths
 
 
-def _convert(
+def _child_error(failure: ChildFailed, what: str, limit: float, log: Path) -> ConversionError:
+    if failure.reason == "timeout":
+        return ConversionError(
+            f"{what} took longer than {limit:.0f} s and was stopped "
+            f"(set {TIMEOUT_ENV} to allow more)"
+        )
+    if failure.reason == "exit":
+        return ConversionError(
+            f"{what}: the process exited with status {failure.detail}; see {log}"
+        )
+    return ConversionError(f"{what}: {failure.detail}")
+
+
+def _convert_float(
+    spec: ModelSpec, output: Path, progress: Progress | None, timeout: float | None
+) -> None:
+    limit = _timeout(timeout)
+    log_path = cache_dir() / f"{spec.name}.convert.log"
+    request = {"spec": spec.to_json(), "output": str(output)}
+    try:
+        run_child(
+            "inference.convert_worker", request, timeout=limit, log_path=log_path, progress=progress
+        )
+    except ChildFailed as failure:
+        raise _child_error(failure, f"{spec.name}: conversion", limit, log_path) from None
+
+
+def _quantize(
     spec: ModelSpec,
-    outputs: dict[Variant, Path],
+    source: Path,
+    outputs: dict[Recipe, Path],
     images: Sequence[Path],
     progress: Progress | None,
     timeout: float | None,
 ) -> None:
-    limit = timeout or float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
-    log_path = cache_dir() / f"{spec.name}.convert.log"
+    limit = _timeout(timeout)
+    log_path = cache_dir() / f"{spec.name}.quantize.log"
     request = {
-        "spec": spec.to_json(),
-        "outputs": {v.value: str(p) for v, p in outputs.items()},
+        "float": str(source),
+        "preprocessing": dataclasses.asdict(spec.preprocessing),
         "calibration": [str(p) for p in images],
+        "jobs": [{"name": r.name, "rules": r.rules, "output": str(p)} for r, p in outputs.items()],
     }
     try:
         run_child(
-            "inference.convert_worker",
+            "inference.quantize_worker",
             request,
             timeout=limit,
             log_path=log_path,
+            memory_bytes=QUANTIZER_MEMORY_BYTES,
             progress=progress,
         )
     except ChildFailed as failure:
-        if failure.reason == "timeout":
-            raise ConversionError(
-                f"{spec.name}: conversion took longer than {limit:.0f} s and was stopped "
-                f"(set {TIMEOUT_ENV} to allow more)"
-            ) from None
-        if failure.reason == "exit":
-            raise ConversionError(
-                f"{spec.name}: the converter process exited with status {failure.detail}; "
-                f"see {log_path}"
-            ) from None
-        raise ConversionError(f"{spec.name}: {failure.detail}") from None
+        raise _child_error(failure, f"{spec.name}: quantization", limit, log_path) from None

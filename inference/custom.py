@@ -149,9 +149,13 @@ def custom_spec(
     height, width, channels = (int(d) for d in facts["input_shape"])
     classes = int(facts["classes"])
     is_tflite = path.suffix.lower() == ".tflite"
-    variants: tuple[Variant, ...] = (
-        (Variant(facts["variant"]),) if is_tflite else (Variant.ORIGINAL, *TFLITE_VARIANTS)
-    )
+    # A float .tflite is quantized like a zoo model; a quantized one runs as itself.
+    if not is_tflite:
+        variants: tuple[Variant, ...] = (Variant.ORIGINAL, *TFLITE_VARIANTS)
+    elif facts["variant"] == Variant.FP32.value:
+        variants = TFLITE_VARIANTS
+    else:
+        variants = (Variant(facts["variant"]),)
     if max(height, width) > MAX_CUSTOM_INPUT_SIDE:
         raise InputError(
             f"{path.name}: input {height}x{width} is larger than the "

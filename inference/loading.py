@@ -34,10 +34,7 @@ def tflite_path(
     progress: Progress | None = None,
     calibration: Sequence[Path] | None = None,
 ) -> Path:
-    """The ``.tflite`` file of ``spec`` as ``variant``: the user's own, or a cached conversion."""
-    if spec.is_tflite_file:
-        assert spec.path is not None
-        return spec.path
+    """The ``.tflite`` file of ``spec`` as ``variant``: the user's own, or one made and cached."""
     return ensure_variants(spec, [variant], progress=progress, calibration=calibration)[variant]
 
 
@@ -89,7 +86,7 @@ def load_runners(
     """Load several variants, converting all missing ones in one converter process."""
     wanted = [_offered(spec, v) for v in variants]
     to_convert = [v for v in wanted if v.is_tflite]
-    if to_convert and not spec.is_tflite_file:
+    if to_convert:
         ensure_variants(spec, to_convert, progress=progress, calibration=calibration)
     return [
         load_runner(spec, v, threads=threads, progress=progress, calibration=calibration)

@@ -33,7 +33,11 @@ __all__ = [
 
 
 class Variant(enum.StrEnum):
-    """How a model is run: as Keras, or as one of four TFLite conversions."""
+    """How a model is run: as Keras, as its float TFLite file, or quantized from that file.
+
+    Every variant after ``fp32`` is made from the ``fp32`` file by the recipe of
+    the same name in ``inference/recipes/`` (ai-edge-quantizer, no TensorFlow).
+    """
 
     ORIGINAL = "original"
     """The Keras model itself, run through a compiled ``tf.function``."""
@@ -42,17 +46,28 @@ class Variant(enum.StrEnum):
     FP16 = "fp16"
     """TFLite, float16 weights (dequantized to float32 on CPU)."""
     DYNAMIC = "dynamic"
-    """TFLite dynamic-range: int8 weights, float activations."""
+    """TFLite dynamic-range: int8 weights, activations quantized on the fly."""
     INT8 = "int8"
-    """TFLite full integer: int8 weights and activations, uint8 input and output."""
+    """TFLite static int8: int8 weights and activations, calibrated on sample images."""
+    INT16X8 = "int16x8"
+    """TFLite static 16-bit activations with int8 weights (accurate; no fast x86 kernels)."""
+    W4 = "w4"
+    """TFLite 4-bit weights, float activations (smallest file)."""
 
     @property
     def is_tflite(self) -> bool:
         return self is not Variant.ORIGINAL
 
+    @property
+    def is_quantized(self) -> bool:
+        """Made from the fp32 file by a recipe."""
+        return self not in (Variant.ORIGINAL, Variant.FP32)
+
 
 ALL_VARIANTS: tuple[Variant, ...] = tuple(Variant)
 TFLITE_VARIANTS: tuple[Variant, ...] = tuple(v for v in Variant if v.is_tflite)
+SLOW_VARIANTS: tuple[Variant, ...] = (Variant.INT16X8,)
+"""Offered but not chosen by default: int16 kernels on x86 are reference code (~60x int8)."""
 
 
 def parse_variants(text: str, allowed: tuple[Variant, ...] = ALL_VARIANTS) -> tuple[Variant, ...]:

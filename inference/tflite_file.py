@@ -87,11 +87,13 @@ class TFLiteFacts:
 def inspect_tflite(path: Path) -> TFLiteFacts:
     """Read a ``.tflite`` file's input, classes, variant, output kind and tensor bytes.
 
-    The variant is read from the tensors: integer input means full-integer
-    quantization; int8 weights with float input, dynamic range; float16
-    weights, fp16; otherwise fp32. The output kind comes from the op that
-    produces the output (a quantized model may end with a quantize op after
-    its softmax, so those are skipped).
+    The variant is read from the tensor types: int16 activations mean
+    int16x8; int8 activations (or input), static int8; float16 weights, fp16;
+    integer weights dequantized by DEQUANTIZE ops, weight-only (reported as
+    w4, the app's weight-only variant); other integer weights, dynamic range;
+    otherwise fp32. The output kind comes from the op that produces the
+    output (a quantized model may end with a quantize op after its softmax, so
+    those are skipped).
 
     Raises:
         InputError: The file is not a loadable image classifier.
@@ -110,12 +112,19 @@ def inspect_tflite(path: Path) -> TFLiteFacts:
         )
     tensors = interpreter.get_tensor_details()
     dtypes = {np.dtype(t["dtype"]) for t in tensors}
-    if np.issubdtype(np.dtype(inputs[0]["dtype"]), np.integer):
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+    by_index = {int(t["index"]): np.dtype(t["dtype"]) for t in tensors}
+    activations = {by_index[int(o)] for op in ops for o in op["outputs"] if int(o) in by_index}
+    activations.add(np.dtype(inputs[0]["dtype"]))
+    if np.dtype(np.int16) in activations:
+        variant = Variant.INT16X8
+    elif activations & {np.dtype(np.int8), np.dtype(np.uint8)}:
         variant = Variant.INT8
-    elif np.dtype(np.int8) in dtypes:
-        variant = Variant.DYNAMIC
     elif np.dtype(np.float16) in dtypes:
         variant = Variant.FP16
+    elif np.dtype(np.int8) in dtypes:
+        dequantized = any(op["op_name"] == "DEQUANTIZE" for op in ops)
+        variant = Variant.W4 if dequantized else Variant.DYNAMIC
     else:
         variant = Variant.FP32
     size = sum(math.prod(map(int, t["shape"])) * np.dtype(t["dtype"]).itemsize for t in tensors)

@@ -8,6 +8,7 @@ import streamlit as st
 from inference import DEFAULT_MODEL, InputError, Variant
 from inference.benchmark import run_benchmarks
 from inference.evaluate import evaluate, scan_folder, scan_zip
+from inference.specs import SLOW_VARIANTS
 from inference.system import default_threads
 from ui import charts
 from ui.resources import get_runners, show_error
@@ -22,7 +23,10 @@ st.caption(
 
 specs = models_picker("bench_models", default=[DEFAULT_MODEL])
 variant_names = st.multiselect(
-    "Variants", [v.value for v in Variant], default=[v.value for v in Variant], key="bench_variants"
+    "Variants",
+    [v.value for v in Variant],
+    default=[v.value for v in Variant if v not in SLOW_VARIANTS],
+    key="bench_variants",
 )
 left, right = st.columns(2)
 with left:

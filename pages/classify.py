@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from inference import Variant, prepare_image
+from inference.specs import SLOW_VARIANTS
 from ui import charts, tables
 from ui.resources import get_runners, predict_images
 from ui.widgets import image_inputs, model_picker, variants_picker
@@ -19,7 +20,7 @@ spec = model_picker("classify_model", default=st.session_state.get("last_model")
 variants = variants_picker(
     "classify_variants",
     spec.variants if spec else list(Variant),
-    default=spec.variants if spec else list(Variant),
+    default=[v for v in (spec.variants if spec else Variant) if v not in SLOW_VARIANTS],
     disabled=spec is None,
 )
 images = image_inputs("classify", disabled=spec is None)

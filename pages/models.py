@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
 from inference import Variant, is_available
-from inference.convert import is_converted, variant_path
+from inference.convert import conversion_record, is_converted, variant_path
 from inference.custom import CUSTOM_SUFFIXES, store_upload
 from inference.specs import NORMALIZE_HELP
 from ui.resources import available_specs, ensure_converted, session_dir, show_error
@@ -36,8 +38,10 @@ for spec in specs.values():
     for variant in Variant:
         if variant not in spec.variants:
             row[variant.value] = "—"
-        elif variant is Variant.ORIGINAL or spec.is_tflite_file:
-            row[variant.value] = "Keras" if variant is Variant.ORIGINAL else "your file"
+        elif variant is Variant.ORIGINAL:
+            row[variant.value] = "Keras"
+        elif spec.is_tflite_file and variant is spec.variants[0]:
+            row[variant.value] = "your file"
         elif is_converted(spec, variant):
             row[variant.value] = f"{variant_path(spec, variant).stat().st_size / 1e6:.1f} MB"
         else:
@@ -58,7 +62,8 @@ name = st.selectbox(
     key="models_model",
 )
 spec = specs[name]
-convertible = [v for v in spec.variants if v.is_tflite and not spec.is_tflite_file]
+own_file = spec.variants[0] if spec.is_tflite_file else None
+convertible = [v for v in spec.variants if v.is_tflite and v is not own_file]
 missing = [v for v in convertible if not is_converted(spec, v)]
 if missing:
     if st.button(
@@ -79,26 +84,40 @@ elif convertible:
     )
 
 downloads = [v for v in convertible if is_converted(spec, v)]
-columns = st.columns(max(1, len(downloads) + 1))
-for column, variant in zip(columns, downloads, strict=False):
-    path = variant_path(spec, variant)
-    with column:
-        st.download_button(
-            f"{variant.value} .tflite ({path.stat().st_size / 1e6:.1f} MB)",
-            path.read_bytes,  # deferred: read when clicked, not on every rerun
-            file_name=f"{spec.name}-{variant.value}.tflite",
-            mime="application/octet-stream",
-            key=f"models_download_{variant.value}",
-        )
-with columns[-1]:
-    labels = "\n".join(spec.labels) + "\n"
-    st.download_button(
-        "labels.txt",
-        labels.encode(),
-        file_name=f"{spec.name}-labels.txt",
-        mime="text/plain",
-        key="models_download_labels",
+if downloads:
+    st.caption(
+        "Each variant's file, and the ai-edge-quantizer recipe that made it from the fp32 file "
+        "(edit it and bring it back with `python -m inference quantize --recipe FILE`)."
     )
+for variant in downloads:
+    path = variant_path(spec, variant)
+    record = conversion_record(path)
+    name_cell, file_cell, recipe_cell = st.columns([2, 2, 2])
+    seconds = record.get("seconds")
+    made = f" · made in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
+    name_cell.markdown(f"**{variant.value}** · {path.stat().st_size / 1e6:.2f} MB{made}")
+    file_cell.download_button(
+        f"{variant.value}.tflite",
+        path.read_bytes,  # deferred: read when clicked, not on every rerun
+        file_name=f"{spec.name}-{variant.value}.tflite",
+        mime="application/octet-stream",
+        key=f"models_download_{variant.value}",
+    )
+    if "recipe" in record:
+        recipe_cell.download_button(
+            f"{variant.value} recipe .json",
+            json.dumps(record["recipe"], indent=2) + "\n",
+            file_name=f"{spec.name}-{variant.value}.recipe.json",
+            mime="application/json",
+            key=f"models_recipe_{variant.value}",
+        )
+st.download_button(
+    "labels.txt",
+    "\n".join(spec.labels) + "\n",
+    file_name=f"{spec.name}-labels.txt",
+    mime="text/plain",
+    key="models_download_labels",
+)
 
 st.subheader("Your own model")
 st.caption(

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "tflite_file": 1,
     "calibration": 1,
     "torch_weights": 1,
+    "recipes": 1,
     # builders of Keras models
     "efficientnet_lite": 2,
     "fashion_mnist": 2,
@@ -36,6 +37,7 @@ LAYERS: dict[str, int] = {
     "runners": 3,
     "convert": 3,
     "convert_worker": 3,
+    "quantize_worker": 3,
     # the zoo as data; loading; models people bring; the shared runner cache
     "zoo": 4,
     "loading": 4,
@@ -46,6 +48,7 @@ LAYERS: dict[str, int] = {
     "pipeline": 5,
     "benchmark": 5,
     "evaluate": 5,
+    "layers": 5,
     "cli": 5,
     "__main__": 5,
 }

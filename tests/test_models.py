@@ -73,15 +73,18 @@ def test_parameter_counts_match_the_published_models() -> None:
         assert abs(trainable / 1e6 - published) < 0.1, (name, trainable)
 
 
-def test_int8_variant_has_quantized_uint8_input_and_output(runners: RunnerPool) -> None:
+def test_int8_variant_has_quantized_8_bit_input_and_output(runners: RunnerPool) -> None:
     runner = runners.get("efficientnet_lite0", Variant.INT8)
     assert isinstance(runner, LiteRTRunner)
 
-    assert runner.input_dtype == np.uint8 and runner.output_dtype == np.uint8
-    scale, zero_point = runner.input_quantization
-    # Inputs scaled by (x - 127) / 128 span [-0.99, 1]: one uint8 step per pixel value.
+    assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
+    scale, _ = runner.input_quantization
+    # Inputs scaled by (x - 127) / 128 span [-0.99, 1]: one int8 step per pixel value,
+    # pixel 0 at the bottom of the range and pixel 255 at the top.
     assert scale == pytest.approx(1 / 128, rel=0.05)
-    assert zero_point == pytest.approx(127, abs=2)
+    lowest = runner.quantize_input(np.array([-127 / 128], np.float32))[0]
+    highest = runner.quantize_input(np.array([1.0], np.float32))[0]
+    assert lowest <= -127 and highest >= 126
 
 
 def test_variants_shrink_the_file(runners: RunnerPool) -> None:

@@ -25,16 +25,16 @@ def test_quantize_input_uses_the_tensor_scale_and_zero_point(runners: RunnerPool
 
     quantized = runner.quantize_input(batch)
 
-    assert quantized.dtype == np.uint8
-    expected = np.clip(np.rint(batch / scale) + zero_point, 0, 255)
-    np.testing.assert_array_equal(quantized, expected.astype(np.uint8))
-    assert quantized.min() == 0 and quantized.max() == 255  # saturates, never wraps
+    assert quantized.dtype == runner.input_dtype == np.int8
+    expected = np.clip(np.rint(batch / scale) + zero_point, -128, 127)
+    np.testing.assert_array_equal(quantized, expected.astype(np.int8))
+    assert quantized.min() == -128 and quantized.max() == 127  # saturates, never wraps
 
 
 def test_dequantize_output_inverts_the_output_quantization(runners: RunnerPool) -> None:
     runner = runners.get("efficientnet_lite0", Variant.INT8)
     scale, zero_point = runner.output_quantization
-    raw = np.array([[0, 1, 128, 255]], np.uint8)
+    raw = np.array([[-128, -127, 0, 127]], np.int8)
 
     np.testing.assert_allclose(
         runner.dequantize_output(raw), (raw.astype(float) - zero_point) * scale

@@ -70,8 +70,7 @@ def session_dir() -> Path:
 
 def ensure_converted(spec: ModelSpec, variants: Sequence[Variant]) -> None:
     """Convert the variants that are not cached yet, showing progress while it runs."""
-    missing = [v for v in variants if v.is_tflite and not spec.is_tflite_file]
-    missing = [v for v in missing if not is_converted(spec, v)]
+    missing = [v for v in variants if v.is_tflite and not is_converted(spec, v)]
     if not missing:
         return
     names = ", ".join(v.value for v in missing)

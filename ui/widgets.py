@@ -84,7 +84,8 @@ def variants_picker(
         disabled=disabled,
         help=(
             "original: the Keras model · fp32: TFLite float · fp16: float16 weights · "
-            "dynamic: int8 weights, float activations · int8: full integer (uint8 in/out)"
+            "dynamic: int8 weights, activations quantized on the fly · int8: int8 weights and "
+            "activations · int16x8: 16-bit activations (slow on x86) · w4: 4-bit weights"
         ),
     )
     return [Variant(v) for v in chosen]

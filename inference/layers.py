@@ -1,0 +1,238 @@
+"""Where quantization breaks: a tensor-by-tensor comparison of two ``.tflite`` files of one graph.
+
+:func:`compare_layers` runs a reference model (usually the float file) and a
+candidate (a quantized variant, or any file made from the same graph by
+another tool) on the same inputs and reports, for every tensor an op
+produces, in execution order:
+
+- SNR in dB, cosine similarity and mean squared error, from ai-edge-quantizer's
+  ``model_validator.compare_model`` (which matches tensors by name and
+  dequantizes the candidate's integer tensors); its SNR is a power ratio,
+  turned into dB here, and each image's figures are averaged over the images;
+- the *clipped* fraction, which the validator lacks: the share of the
+  reference's values that fall outside the range the candidate's quantization
+  can represent, ``[(qmin - zero_point) * scale, (qmax - zero_point) * scale]``
+  (per channel where the tensor has several scales). It shows where the
+  calibration set did not cover these images; it is ``None`` for tensors the
+  candidate keeps in float.
+
+The reference's op list (LiteRT, without the XNNPACK delegate, all tensors
+kept) gives each tensor's producing op and position; TensorFlow is not used.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_quantizer import model_validator
+from ai_edge_quantizer.utils import validation_utils
+
+from inference.errors import InputError
+from inference.tflite_file import check_identifier
+
+__all__ = ["LayerReport", "TensorError", "compare_layers", "short_name", "snr_db"]
+
+_METRICS = [
+    validation_utils.ValidationErrorMetric.SNR,
+    validation_utils.ValidationErrorMetric.COSINE_SIMILARITY,
+    validation_utils.ValidationErrorMetric.MSE,
+]
+MAX_SNR_DB = 200.0
+"""Identical tensors have infinite SNR; reports cap it here so tables and charts stay finite."""
+
+
+def snr_db(power_ratio: float) -> float:
+    """A signal-to-noise power ratio in decibels, capped at :data:`MAX_SNR_DB`."""
+    if power_ratio <= 0:
+        return 0.0 if power_ratio == 0 else -MAX_SNR_DB
+    return min(10.0 * math.log10(power_ratio), MAX_SNR_DB)
+
+
+@dataclass(frozen=True)
+class TensorError:
+    """How far one tensor of the candidate is from the reference, averaged over the images."""
+
+    index: int
+    """Position of the producing op in execution order."""
+    tensor: str
+    op: str
+    shape: tuple[int, ...]
+    snr_db: float
+    cosine: float
+    mse: float
+    clipped: float | None
+    """Share of reference values outside the candidate's quantized range (None: float tensor)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "tensor": self.tensor,
+            "op": self.op,
+            "shape": list(self.shape),
+            "snr_db": round(self.snr_db, 4),
+            "cosine": round(self.cosine, 6),
+            "mse": float(f"{self.mse:.6g}"),
+            "clipped": None if self.clipped is None else round(self.clipped, 6),
+        }
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One record per compared tensor, in execution order, plus each image's SNR."""
+
+    records: tuple[TensorError, ...]
+    images: int
+    per_image_snr_db: np.ndarray = field(repr=False, compare=False)
+    """``(images, tensors)``: each image's SNR in dB, columns in ``records`` order."""
+
+    def first_below(self, threshold_db: float) -> TensorError | None:
+        """The first tensor (in execution order) whose SNR falls below ``threshold_db``."""
+        return next((r for r in self.records if r.snr_db < threshold_db), None)
+
+    def worst(self, n: int = 10) -> list[TensorError]:
+        """The ``n`` tensors with the lowest SNR."""
+        return sorted(self.records, key=lambda r: r.snr_db)[:n]
+
+    def worst_for_image(self, image: int, n: int = 5) -> list[tuple[TensorError, float]]:
+        """The ``n`` tensors with the lowest SNR on one image, with that SNR."""
+        order = np.argsort(self.per_image_snr_db[image], kind="stable")[:n]
+        return [(self.records[i], float(self.per_image_snr_db[image, i])) for i in order]
+
+    def as_rows(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.records]
+
+
+def short_name(tensor: str) -> str:
+    """A fused tensor's first name (TFLite joins the names of fused ops with ';')."""
+    return tensor.split(";", 1)[0]
+
+
+def _interpreter(path: Path) -> Interpreter:
+    check_identifier(path)
+    try:
+        with warnings.catch_warnings():
+            # Keeping every tensor is the point here; LiteRT warns that it costs memory.
+            warnings.simplefilter("ignore", UserWarning)
+            interpreter = Interpreter(
+                model_path=str(path),
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                experimental_preserve_all_tensors=True,
+            )
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"{path.name}: LiteRT cannot load this model ({exc})") from None
+    return interpreter
+
+
+def _signature(interpreter: Interpreter, path: Path) -> tuple[str, str]:
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        raise InputError(f"{path.name}: the model has no signature to run both models through")
+    key, signature = next(iter(signatures.items()))
+    if len(signature["inputs"]) != 1:
+        raise InputError(f"{path.name}: expected one input in signature {key!r}")
+    return key, signature["inputs"][0]
+
+
+def _quantized_range(detail: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(low, high, axis) of the values an integer tensor can represent; None for floats."""
+    dtype = np.dtype(detail["dtype"])
+    params = detail["quantization_parameters"]
+    scales = np.asarray(params["scales"], np.float64)
+    if not np.issubdtype(dtype, np.integer) or scales.size == 0:
+        return None
+    zero_points = np.asarray(params["zero_points"], np.float64)
+    info = np.iinfo(dtype)
+    low = (info.min - zero_points) * scales
+    high = (info.max - zero_points) * scales
+    return low, high, int(params.get("quantized_dimension", 0))
+
+
+def _clipped(values: np.ndarray, quantized: tuple[np.ndarray, np.ndarray, int]) -> float:
+    low, high, axis = quantized
+    if low.size > 1 and values.ndim > axis and values.shape[axis] == low.size:
+        shape = [1] * values.ndim
+        shape[axis] = low.size
+        low, high = low.reshape(shape), high.reshape(shape)
+    outside = (values < low) | (values > high)
+    return float(outside.mean()) if values.size else 0.0
+
+
+def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray]) -> LayerReport:
+    """Compare every op output tensor of ``candidate`` with ``reference`` on ``inputs``.
+
+    Args:
+        reference: The float ``.tflite`` (or any file taken as the truth).
+        candidate: A file of the same graph: tensors are matched by name.
+        inputs: Preprocessed ``(1, H, W, C)`` float32 images.
+
+    Raises:
+        InputError: A file cannot be loaded, has no signature, or no tensor matched.
+    """
+    if not inputs:
+        raise InputError("expected at least one image to compare the models on")
+    ref = _interpreter(reference)
+    cand = _interpreter(candidate)
+    key, input_name = _signature(ref, reference)
+    ops = [op for op in ref._get_ops_details() if op["op_name"] != "DELEGATE"]
+    ref_details = {int(t["index"]): t for t in ref.get_tensor_details()}
+    cand_by_name = {t["name"]: t for t in cand.get_tensor_details()}
+    produced: list[tuple[int, str, dict[str, Any]]] = []
+    for position, op in enumerate(ops):
+        for out in op["outputs"]:
+            detail = ref_details.get(int(out))
+            if detail is not None and detail["name"] in cand_by_name and np.all(detail["shape"]):
+                produced.append((position, op["op_name"], detail))
+    if not produced:
+        raise InputError(
+            f"{candidate.name}: no tensor name matches {reference.name}; "
+            "expected two files of the same graph"
+        )
+
+    ref_bytes, cand_bytes = reference.read_bytes(), candidate.read_bytes()
+    names = [detail["name"] for _, _, detail in produced]
+    ranges = {name: _quantized_range(cand_by_name[name]) for name in names}
+    snr = np.zeros((len(inputs), len(names)))
+    cosine = np.zeros_like(snr)
+    mse = np.zeros_like(snr)
+    clipped = np.zeros_like(snr)
+    runner = ref.get_signature_runner(key)
+    for row, image in enumerate(inputs):
+        batch = np.asarray(image, np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the same memory warning
+            result = model_validator.compare_model(
+                ref_bytes, cand_bytes, {key: [{input_name: batch}]}, _METRICS, num_threads=1
+            )
+        tensors = result.get_all_tensor_results()
+        runner(**{input_name: batch})
+        for column, name in enumerate(names):
+            metrics = tensors.get(name, {})
+            snr[row, column] = snr_db(float(metrics.get("snr", 0.0)))
+            cosine[row, column] = float(metrics.get("cosine_similarity", 0.0))
+            mse[row, column] = float(metrics.get("mse", 0.0))
+            quantized = ranges[name]
+            if quantized is not None:
+                values = ref.get_tensor(int(produced[column][2]["index"]))
+                clipped[row, column] = _clipped(np.asarray(values, np.float64), quantized)
+    records = tuple(
+        TensorError(
+            index=position,
+            tensor=detail["name"],
+            op=op_name,
+            shape=tuple(int(d) for d in detail["shape"]),
+            snr_db=float(snr[:, column].mean()),
+            cosine=float(cosine[:, column].mean()),
+            mse=float(mse[:, column].mean()),
+            clipped=None if ranges[detail["name"]] is None else float(clipped[:, column].mean()),
+        )
+        for column, (position, op_name, detail) in enumerate(produced)
+    )
+    return LayerReport(records=records, images=len(inputs), per_image_snr_db=snr)

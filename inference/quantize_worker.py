@@ -1,0 +1,98 @@
+"""The quantizer child: ``python -m inference.quantize_worker < request.json``.
+
+Makes variants from a float ``.tflite`` with Google's ai-edge-quantizer, one
+recipe per job, without TensorFlow. Calibrated recipes (integer activations)
+measure each tensor's range on the same sample views for every job.
+
+Calibration keeps each tensor's overall minimum and maximum over the samples
+(``qsv_utils.min_max_update``), as TensorFlow Lite's converter does. The
+quantizer's default averages the per-sample extremes instead; on
+EfficientNet-Lite0 that narrowed the logits' range from about 12.1 to 6.7, so
+the top classes saturated at the same value (coffee: espresso, cup and
+consomme all at 0.22, against 0.97 with overall min/max).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from ai_edge_quantizer import calibrator, quantizer, recipe_manager
+from ai_edge_quantizer.utils import qsv_utils
+
+from inference.calibration import representative_samples
+from inference.child import emit, serve, write_atomically
+from inference.errors import InputError
+from inference.specs import Preprocessing
+
+CALIBRATION_THREADS = 2
+
+
+def progress(message: str, fraction: float) -> None:
+    emit(event="progress", message=message, fraction=fraction)
+
+
+def _signature(float_path: Path) -> tuple[str, str]:
+    """The float model's signature key and its one input's name."""
+    signatures = Interpreter(model_path=str(float_path)).get_signature_list()
+    if not signatures:
+        raise InputError(f"{float_path.name}: the model has no signature to calibrate through")
+    key, signature = next(iter(signatures.items()))
+    if len(signature["inputs"]) != 1:
+        raise InputError(f"{float_path.name}: expected one input in signature {key!r}")
+    return key, signature["inputs"][0]
+
+
+def _calibrate(
+    model: bytes, rules: list[dict[str, Any]], dataset: dict[str, list[dict[str, np.ndarray]]]
+) -> dict[str, Any]:
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(rules)
+    calibration = calibrator.Calibrator(
+        model, num_threads=CALIBRATION_THREADS, qsv_update_func=qsv_utils.min_max_update
+    )
+    calibration.calibrate(dataset, manager)
+    return calibration.get_model_qsvs()
+
+
+def quantize(request: dict[str, Any]) -> dict[str, Any]:
+    float_path = Path(request["float"])
+    model = float_path.read_bytes()
+    jobs = request["jobs"]
+    dataset: dict[str, list[dict[str, np.ndarray]]] | None = None
+    seconds: dict[str, float] = {}
+    for done, job in enumerate(jobs):
+        name, rules, output = job["name"], job["rules"], Path(job["output"])
+        progress(f"quantizing {name}", 0.4 + 0.6 * done / len(jobs))
+        start = time.perf_counter()
+        try:
+            qt = quantizer.Quantizer(model, rules)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"recipe {name}: ai-edge-quantizer refused it ({exc})") from None
+        qsvs = None
+        if qt.need_calibration:
+            if dataset is None:
+                key, input_name = _signature(float_path)
+                preprocessing = Preprocessing(**request["preprocessing"])
+                images = [Path(p) for p in request["calibration"]]
+                samples = list(representative_samples(preprocessing, images))
+                dataset = {key: [{input_name: sample} for sample in samples]}
+                progress(f"calibrating on {len(samples)} samples", 0.4 + 0.6 * done / len(jobs))
+            qsvs = _calibrate(model, rules, dataset)
+        result = qt.quantize(qsvs, enable_progress_report=False)
+        write_atomically(output, bytes(result.quantized_model))
+        seconds[name] = time.perf_counter() - start
+        record = {"recipe_name": name, "recipe": rules, "made_by": "ai-edge-quantizer",
+                  "seconds": round(seconds[name], 2)}  # fmt: skip
+        write_atomically(output.with_suffix(".json"), json.dumps(record, indent=1).encode())
+        progress(f"{name} done in {seconds[name]:.1f} s", 0.4 + 0.6 * (done + 1) / len(jobs))
+    return {"seconds": seconds}
+
+
+if __name__ == "__main__":
+    sys.exit(serve(quantize))
