@@ -29,6 +29,7 @@ from inference.specs import (
     Variant,
     Weights,
 )
+from inference.tflite_file import inspect_tflite
 from inference.zoo import file_fingerprint
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_TENSOR_BYTES",
     "custom_spec",
     "inspect_model",
+    "recipe_variant_spec",
     "store_upload",
 ]
 
@@ -190,6 +192,29 @@ def custom_spec(
         outputs=outputs or facts["outputs"],
         variants=variants,
         description=f"Your model {title or path.name}",
+        fingerprint=fingerprint,
+    )
+
+
+def recipe_variant_spec(base: ModelSpec, path: Path, recipe_name: str) -> ModelSpec:
+    """A spec for a file made from ``base`` by a recipe: same labels and preprocessing.
+
+    It runs as itself (one variant, read from the file), so it can be picked
+    like any model on every page.
+    """
+    facts = inspect_tflite(path)  # our own quantizer's output: safe to open here
+    fingerprint = file_fingerprint(path)
+    return ModelSpec(
+        name=f"{base.name}_{fingerprint[:8]}",
+        title=f"{base.title} · {recipe_name}",
+        source=Source.CUSTOM,
+        preprocessing=base.preprocessing,
+        labels=base.labels,
+        builder=TFLITE_FILE,
+        weights=Weights(file=path),
+        outputs=base.outputs,
+        variants=(facts.variant,),
+        description=f"{base.title} quantized with the recipe {recipe_name}",
         fingerprint=fingerprint,
     )
 

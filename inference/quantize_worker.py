@@ -65,6 +65,7 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
     model = float_path.read_bytes()
     jobs = request["jobs"]
     dataset: dict[str, list[dict[str, np.ndarray]]] | None = None
+    qsvs: dict[str, Any] | None = None
     seconds: dict[str, float] = {}
     for done, job in enumerate(jobs):
         name, rules, output = job["name"], job["rules"], Path(job["output"])
@@ -74,17 +75,28 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
             qt = quantizer.Quantizer(model, rules)
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"recipe {name}: ai-edge-quantizer refused it ({exc})") from None
-        qsvs = None
-        if qt.need_calibration:
+        result = None
+        if qt.need_calibration and qsvs is not None:
+            # Ranges are statistics of the float model on the same samples, whatever the
+            # bit width: int16x8 reuses int8's. A recipe that quantizes tensors the last
+            # one kept in float lacks some, and the quantizer says so: calibrate again.
+            try:
+                result = qt.quantize(qsvs, enable_progress_report=False)
+            except ValueError:
+                result = None
+        if result is None and qt.need_calibration:
             if dataset is None:
                 key, input_name = _signature(float_path)
                 preprocessing = Preprocessing(**request["preprocessing"])
                 images = [Path(p) for p in request["calibration"]]
                 samples = list(representative_samples(preprocessing, images))
                 dataset = {key: [{input_name: sample} for sample in samples]}
-                progress(f"calibrating on {len(samples)} samples", 0.4 + 0.6 * done / len(jobs))
+            progress(f"calibrating {name}", 0.4 + 0.6 * done / len(jobs))
             qsvs = _calibrate(model, rules, dataset)
-        result = qt.quantize(qsvs, enable_progress_report=False)
+        if result is None:
+            result = qt.quantize(
+                qsvs if qt.need_calibration else None, enable_progress_report=False
+            )
         write_atomically(output, bytes(result.quantized_model))
         seconds[name] = time.perf_counter() - start
         record = {"recipe_name": name, "recipe": rules, "made_by": "ai-edge-quantizer",

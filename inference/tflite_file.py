@@ -137,6 +137,12 @@ def inspect_tflite(path: Path) -> TFLiteFacts:
     )
 
 
+def op_types(path: Path) -> list[str]:
+    """The TFLite op types a model uses, sorted (CONV_2D, SOFTMAX, ...)."""
+    interpreter = open_interpreter(path)
+    return sorted({op["op_name"] for op in interpreter._get_ops_details()} - {"DELEGATE"})
+
+
 _PASS_THROUGH_OPS = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "CAST"}
 
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from inference import Variant, is_available
-from inference.convert import conversion_record, is_converted, variant_path
-from inference.custom import CUSTOM_SUFFIXES, store_upload
+from inference.convert import conversion_record, ensure_recipe, is_converted, variant_path
+from inference.custom import CUSTOM_SUFFIXES, recipe_variant_spec, store_upload
+from inference.recipes import builtin_recipe, parse_recipe
 from inference.specs import NORMALIZE_HELP
+from inference.tflite_file import op_types
 from ui.resources import available_specs, ensure_converted, session_dir, show_error
 from ui.widgets import memory_readout, model_label
 
 MODEL_TYPES = [suffix.lstrip(".") for suffix in CUSTOM_SUFFIXES]
+COMMON_OPS = ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "SOFTMAX"]
+"""Offered before the float file exists to read the model's own op types from."""
 OUTPUT_CHOICES = {
     "auto": "read from the model (a final softmax means probabilities)",
     "probabilities": "probabilities (the model ends in a softmax)",
@@ -118,6 +123,84 @@ st.download_button(
     mime="text/plain",
     key="models_download_labels",
 )
+
+st.subheader("Quantize with a recipe")
+st.caption(
+    "Make a variant from the fp32 file with ai-edge-quantizer: start from a built-in recipe or "
+    "upload your own (its JSON format), and keep chosen op types or tensors in float. The "
+    "result can be picked as a model on every page, for this session."
+)
+if Variant.FP32 not in spec.variants:
+    st.info(f"{spec.title} is already quantized; it runs only as itself.")
+else:
+    float_ready = is_converted(spec, Variant.FP32)
+    with st.form("models_recipe_form"):
+        base = st.selectbox(
+            "Start from",
+            [v.value for v in Variant if v.is_quantized],
+            index=[v for v in Variant if v.is_quantized].index(Variant.INT8),
+            key="models_recipe_base",
+        )
+        recipe_file = st.file_uploader(
+            "…or upload a recipe (.json)",
+            type=["json"],
+            key="models_recipe_upload",
+            max_upload_size=1,
+        )
+        keep_ops = st.multiselect(
+            "Keep these op types in float",
+            op_types(variant_path(spec, Variant.FP32)) if float_ready else COMMON_OPS,
+            key="models_keep_ops",
+        )
+        keep_tensors = st.text_area(
+            "Keep tensors whose name matches (one regex per line)",
+            key="models_keep_tensors",
+            placeholder="blocks\\.1[0-5]\\.",
+        )
+        build = st.form_submit_button("Build the variant", key="models_recipe_build")
+    if build:
+        try:
+            recipe = (
+                parse_recipe(recipe_file.getvalue(), name=Path(recipe_file.name).stem)
+                if recipe_file is not None
+                else builtin_recipe(Variant(base))
+            )
+            regexes = tuple(line.strip() for line in keep_tensors.splitlines() if line.strip())
+            recipe = recipe.keeping_float(regexes, tuple(keep_ops))
+            with st.status(f"Quantizing {spec.title} with {recipe.name}…") as box:
+                bar = st.progress(0.0)
+                path = ensure_recipe(
+                    spec, recipe, progress=lambda text, done: bar.progress(done, text=text)
+                )
+                box.update(label=f"Built {path.name}", state="complete")
+            made = recipe_variant_spec(spec, path, recipe.name)
+        except Exception as exc:
+            show_error(exc, f"quantizing {spec.title}")
+        else:
+            st.session_state.setdefault("custom_specs", {})[made.name] = made
+            st.session_state["models_made"] = (made, path)
+    if "models_made" in st.session_state:
+        made, path = st.session_state["models_made"]
+        st.success(
+            f"{made.title}: {path.stat().st_size / 1e6:.2f} MB ({made.variants[0].value}). "
+            "Pick it on Classify, Compare or Benchmark.",
+            icon=":material/check_circle:",
+        )
+        file_cell, recipe_cell = st.columns(2)
+        file_cell.download_button(
+            "variant .tflite",
+            path.read_bytes,
+            file_name=path.name,
+            mime="application/octet-stream",
+            key="models_made_file",
+        )
+        recipe_cell.download_button(
+            "its recipe .json",
+            json.dumps(conversion_record(path).get("recipe", []), indent=2) + "\n",
+            file_name=path.with_suffix(".recipe.json").name,
+            mime="application/json",
+            key="models_made_recipe",
+        )
 
 st.subheader("Your own model")
 st.caption(

@@ -37,8 +37,25 @@ def test_cat_photo_gives_a_cat_class_in_top_3(
     assert prediction.variant is variant and prediction.model == model
 
 
-@pytest.mark.parametrize("variant", list(Variant))
-@pytest.mark.parametrize("model", LITE_MODELS)
+# Measured: 4-bit weights flatten Lite1's answer on coffee (consomme 8 %, soup_bowl 8 %,
+# espresso below them; fp32 gives espresso 90 %+). The README's variants table says so.
+KNOWN_MISSES = {("efficientnet_lite1", Variant.W4)}
+
+
+COFFEE_CASES = [
+    pytest.param(
+        model,
+        variant,
+        marks=pytest.mark.xfail(strict=True, reason="4-bit weights: a measured miss"),
+    )
+    if (model, variant) in KNOWN_MISSES
+    else (model, variant)
+    for model in LITE_MODELS
+    for variant in Variant
+]
+
+
+@pytest.mark.parametrize(("model", "variant"), COFFEE_CASES)
 def test_coffee_photo_gives_espresso_or_cup(
     runners: RunnerPool, coffee: Path, model: str, variant: Variant
 ) -> None:
