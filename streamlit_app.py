@@ -16,14 +16,16 @@ if __name__ == "__main__":
             "pages/classify.py", title="Classify", icon=":material/image_search:", default=True
         ),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("pages/layers.py", title="Layers", icon=":material/stacked_line_chart:"),
         st.Page("pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
         st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
     ]
 
     with st.sidebar:
         st.markdown(
-            "**QuantLens** runs an image classifier as its Keras original and as four "
-            "TensorFlow Lite variants (fp32, fp16, dynamic-range, int8) on your images."
+            "**QuantLens** runs an image classifier as its Keras original and as its "
+            "TensorFlow Lite variants (fp32, fp16, dynamic, int8, int16x8, w4) on your "
+            "images, and shows where in the network quantization changes the numbers."
         )
 
     st.navigation(pages).run()

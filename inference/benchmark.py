@@ -304,6 +304,12 @@ def targets(
     return found
 
 
+def median_ms(runner: Runner, batch: np.ndarray, runs: int = 20) -> float:
+    """Median milliseconds of ``runner.predict(batch)`` after one untimed call."""
+    runner.predict(batch)
+    return median(_time_calls(lambda: runner.predict(batch), runs))
+
+
 def median(samples: Sequence[float]) -> float:
     return float(statistics.median(samples))
 

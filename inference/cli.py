@@ -29,10 +29,11 @@ from typing import NoReturn
 import numpy as np
 
 from inference import benchmark as bench
+from inference.autoquant import SearchStep, search
 from inference.convert import conversion_record, ensure_recipe, ensure_variants
 from inference.custom import CUSTOM_SUFFIXES, custom_spec
 from inference.errors import InferenceError, InputError, UsageError
-from inference.evaluate import evaluate, scan_folder, scan_zip
+from inference.evaluate import LabelledSet, evaluate, scan_folder, scan_zip
 from inference.layers import compare_layers, short_name
 from inference.loading import load_runners
 from inference.pipeline import classify
@@ -141,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     layers.add_argument("--json", action="store_true", help="print JSON")
 
+    autoquant = sub.add_parser(
+        "autoquant",
+        parents=[common],
+        help="keep the worst layers in float until the accuracy drop fits a budget",
+    )
+    _model_arguments(autoquant)
+    autoquant.add_argument(
+        "--data", type=Path, required=True, help="folder (or .zip) with one sub-folder per class"
+    )
+    autoquant.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.5,
+        metavar="POINTS",
+        help="largest top-1 accuracy drop against the float model, in points (default 0.5)",
+    )
+    autoquant.add_argument("--variant", default="int8", help="variant to start from (default int8)")
+    autoquant.add_argument("--json", action="store_true", help="print JSON")
+
     bench = sub.add_parser("bench", parents=[common], help="latency, size and memory per variant")
     bench.add_argument("--models", default=DEFAULT_MODEL, help="comma-separated zoo names")
     bench.add_argument("--variants", default="all", help="comma-separated variants, or 'all'")
@@ -153,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate", parents=[common], help="accuracy of every variant on a labelled folder"
     )
-    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="a zoo name")
+    _model_arguments(evaluate)
     evaluate.add_argument(
         "--data", type=Path, required=True, help="folder (or .zip) with one sub-folder per class"
     )
@@ -295,6 +315,45 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labelled_set(data: Path, labels: tuple[str, ...]) -> LabelledSet:
+    if data.suffix.lower() == ".zip" and data.is_file():
+        return scan_zip(data.read_bytes(), labels, name=data.name)
+    return scan_folder(data, labels)
+
+
+def cmd_autoquant(args: argparse.Namespace) -> int:
+    spec = resolve_model(args)
+    (variant,) = parse_variants(args.variant, tuple(v for v in spec.variants if v.is_quantized))
+    dataset = _labelled_set(args.data, spec.labels)
+
+    def show(step: SearchStep) -> None:
+        if not args.json:
+            print(f"float: {len(step.kept):>3} tensors  accuracy {step.accuracy:.2%}  "
+                  f"drop {step.drop_points:+.2f} pt  {step.median_ms:.2f} ms  "
+                  f"{step.size_bytes / 1e6:.2f} MB  built in {step.build_seconds:.1f} s",
+                  flush=True)  # fmt: skip
+
+    result = search(spec, dataset, max_drop=args.max_drop, variant=variant, on_step=show,
+                    progress=_progress)  # fmt: skip
+    chosen = result.chosen
+    if args.json:
+        print(json.dumps({
+            "model": spec.name, "variant": variant.value, "images": result.images,
+            "float_accuracy": round(result.float_accuracy, 6), "max_drop": result.max_drop,
+            "steps": [s.as_dict() for s in result.steps],
+            "chosen": str(chosen.path) if chosen else None,
+        }, indent=2))  # fmt: skip
+    elif chosen is not None:
+        print(f"float accuracy {result.float_accuracy:.2%} on {result.images} images; chosen "
+              f"({chosen.drop_points:+.2f} pt, {len(chosen.kept)} tensors in float):")  # fmt: skip
+        print(chosen.path)
+    if chosen is None:
+        print(f"error: no candidate keeps the drop within {args.max_drop:g} points, even with "
+              "every quantized tensor in float", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
 def _layer_inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray]]:
     """The reference and candidate files, and the images preprocessed for them."""
     if (args.reference is None) != (args.candidate is None):
@@ -409,12 +468,9 @@ def _target_row(target: bench.Target) -> dict[str, object]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    spec = get_spec(args.model)
+    spec = resolve_model(args)
     variants = parse_variants(args.variants, spec.variants)
-    if args.data.suffix.lower() == ".zip" and args.data.is_file():
-        dataset = scan_zip(args.data.read_bytes(), spec.labels, name=args.data.name)
-    else:
-        dataset = scan_folder(args.data, spec.labels)
+    dataset = _labelled_set(args.data, spec.labels)
     runners = dict(zip(variants, load_runners(spec, variants, progress=_progress), strict=True))
     report = evaluate(spec, runners, dataset)
     for problem in report.problems:
@@ -478,6 +534,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "quantize": cmd_quantize,
     "layers": cmd_layers,
+    "autoquant": cmd_autoquant,
     "bench": cmd_bench,
     "evaluate": cmd_evaluate,
 }

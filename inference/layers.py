@@ -37,7 +37,16 @@ from ai_edge_quantizer.utils import validation_utils
 from inference.errors import InputError
 from inference.tflite_file import check_identifier
 
-__all__ = ["LayerReport", "TensorError", "compare_layers", "short_name", "snr_db"]
+__all__ = [
+    "AnswerChange",
+    "LayerReport",
+    "TensorError",
+    "answer_changes",
+    "compare_layers",
+    "model_explorer_data",
+    "short_name",
+    "snr_db",
+]
 
 _METRICS = [
     validation_utils.ValidationErrorMetric.SNR,
@@ -236,3 +245,45 @@ def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray
         for column, (position, op_name, detail) in enumerate(produced)
     )
     return LayerReport(records=records, images=len(inputs), per_image_snr_db=snr)
+
+
+def model_explorer_data(report: LayerReport, thresholds_db: Sequence[float] = (10, 20, 30)) -> dict:
+    """SNR per tensor as node data for Google's Model Explorer (overlay it on the graph).
+
+    The same shape as ai-edge-quantizer's ``create_json_for_model_explorer``
+    (``results`` keyed by tensor name, ``thresholds`` with colours), built from
+    this report's image-averaged dB values, which that function cannot take.
+    """
+    colours = ["rgb(200, 0, 0)", "rgb(230, 140, 0)", "rgb(200, 200, 0)", "rgb(0, 160, 0)"]
+    return {
+        "results": {r.tensor: {"value": round(r.snr_db, 3)} for r in report.records},
+        "thresholds": [
+            {"value": value, "bgColor": colours[min(i, len(colours) - 1)]}
+            for i, value in enumerate(sorted(thresholds_db))
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class AnswerChange:
+    """One image's answers on both sides."""
+
+    reference: np.ndarray
+    candidate: np.ndarray
+
+    @property
+    def flipped(self) -> bool:
+        return int(self.reference.argmax()) != int(self.candidate.argmax())
+
+    @property
+    def largest_change(self) -> float:
+        return float(np.abs(self.candidate - self.reference).max())
+
+
+def answer_changes(
+    reference: Any, candidate: Any, inputs: Sequence[np.ndarray]
+) -> list[AnswerChange]:
+    """Both runners' probabilities on each input (``Runner.predict``), paired."""
+    return [
+        AnswerChange(reference.predict(batch)[0], candidate.predict(batch)[0]) for batch in inputs
+    ]

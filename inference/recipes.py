@@ -32,6 +32,7 @@ __all__ = [
     "builtin_recipe",
     "load_recipe",
     "parse_recipe",
+    "tensor_regex",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "recipes"
@@ -84,7 +85,20 @@ class Recipe:
         if not extra:
             return self
         kept = ", ".join([*tensors, *(op.upper() for op in operations)])
+        if len(kept) > 60:  # a name is shown in tables and file names: keep it short
+            parts = [f"{len(tensors)} tensors"] if tensors else []
+            parts += [op.upper() for op in operations]
+            kept = ", ".join(parts)
         return parse_recipe(json.dumps([*self.rules, *extra]), name=f"{self.name}, float: {kept}")
+
+
+def tensor_regex(tensor: str) -> str:
+    """A rule regex that matches exactly the op producing ``tensor``.
+
+    ai-edge-quantizer matches rules against an op's *scope*: its output tensor
+    names joined by ';', with a trailing ';' (Model Explorer's convention).
+    """
+    return f"^{re.escape(tensor)};"
 
 
 def _check_rule(index: int, rule: Any, name: str) -> dict[str, Any]:

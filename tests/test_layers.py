@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "benchmark": 5,
     "evaluate": 5,
     "layers": 5,
+    "autoquant": 5,
     "cli": 5,
     "__main__": 5,
 }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-VARIANT_ORDER = ["original", "fp32", "fp16", "dynamic", "int8"]
+from inference import Variant
+
+VARIANT_ORDER = [v.value for v in Variant]
 STAGE_ORDER = ["decode", "preprocess", "inference"]
 
 
@@ -171,3 +173,106 @@ def confusion_chart(rows: pd.DataFrame) -> alt.LayerChart:
         color=alt.condition("datum.count > datum.most / 2", alt.value("white"), alt.value("#333")),
     )
     return (cells + text).properties(height=alt.Step(28), width=alt.Step(56))
+
+
+def snr_chart(rows: pd.DataFrame, threshold_db: float, first: int | None) -> alt.LayerChart:
+    """SNR per tensor along the network's depth, coloured by op type.
+
+    Args:
+        rows: The layer report: ``index``, ``snr_db``, ``op``, ``tensor``, ``shape``,
+            ``cosine``, ``clipped``.
+        threshold_db: Drawn as a horizontal rule.
+        first: Execution index of the first tensor below the threshold (a vertical rule).
+    """
+    tooltip = [
+        alt.Tooltip("index:Q", title="#"),
+        "tensor:N",
+        "op:N",
+        "shape:N",
+        alt.Tooltip("snr_db:Q", title="SNR dB", format=".1f"),
+        alt.Tooltip("cosine:Q", format=".4f"),
+        alt.Tooltip("clipped:Q", format=".2%"),
+    ]
+    base = alt.Chart(rows).encode(x=alt.X("index:Q", title="execution order (op index)"))
+    line = base.mark_line(color="#bbb", strokeWidth=1).encode(y="snr_db:Q")
+    points = base.mark_circle(size=60, opacity=0.9).encode(
+        y=alt.Y("snr_db:Q", title="SNR (dB, higher is closer to the reference)"),
+        color=alt.Color("op:N", title="op", legend=alt.Legend(orient="bottom", columns=4)),
+        tooltip=tooltip,
+    )
+    rule = (
+        alt.Chart(pd.DataFrame({"snr_db": [threshold_db]}))
+        .mark_rule(color="#d62728", strokeDash=[4, 4])
+        .encode(y="snr_db:Q")
+    )
+    layers = [line, points, rule]
+    if first is not None:
+        start = pd.DataFrame({"index": [first], "label": [f"damage starts (#{first})"]})
+        marker = alt.Chart(start).encode(x="index:Q")
+        layers += [
+            marker.mark_rule(color="#d62728"),
+            marker.mark_text(align="left", dx=4, dy=-6, color="#d62728", y=0).encode(
+                text="label:N"
+            ),
+        ]
+    return alt.layer(*layers).properties(height=320)
+
+
+def clipped_chart(rows: pd.DataFrame) -> alt.Chart:
+    """Share of each tensor's reference values outside the candidate's quantized range."""
+    return (
+        alt.Chart(rows.dropna(subset=["clipped"]))
+        .mark_bar()
+        .encode(
+            x=alt.X("index:Q", title="execution order (op index)"),
+            y=alt.Y("clipped:Q", title="clipped", axis=alt.Axis(format="%")),
+            color=alt.Color("op:N", legend=None),
+            tooltip=["index:Q", "tensor:N", "op:N", alt.Tooltip("clipped:Q", format=".3%")],
+        )
+        .properties(height=160)
+    )
+
+
+def search_chart(rows: pd.DataFrame, float_accuracy: float, budget: float) -> alt.LayerChart:
+    """Each search step on latency against accuracy; point size is the file size.
+
+    Args:
+        rows: ``step``, ``kept float``, ``median ms``, ``accuracy``, ``size MB``, ``chosen``.
+        float_accuracy: The float model's accuracy (a solid rule).
+        budget: Largest accepted drop in points (a dashed rule at float - budget).
+    """
+    tooltip = [
+        "step:Q",
+        "kept float:Q",
+        "median ms:Q",
+        alt.Tooltip("accuracy:Q", format=".2%"),
+        "size MB:Q",
+    ]
+    colours = alt.Scale(domain=[False, True], range=["#4c78a8", "#2ca02c"])
+    points = (
+        alt.Chart(rows)
+        .mark_circle(opacity=0.8)
+        .encode(
+            x=alt.X("median ms:Q", title="median latency (ms)"),
+            y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
+            size=alt.Size("size MB:Q", title="size MB"),
+            color=alt.Color("chosen:N", title="chosen", scale=colours),
+            tooltip=tooltip,
+        )
+    )
+    labels = points.mark_text(dy=-12, fontSize=11, color="#333").encode(
+        text="kept float:Q", size=alt.value(11)
+    )
+    lines = pd.DataFrame(
+        {"accuracy": [float_accuracy, float_accuracy - budget / 100], "line": ["float", "budget"]}
+    )
+    rules = (
+        alt.Chart(lines)
+        .mark_rule()
+        .encode(
+            y="accuracy:Q",
+            strokeDash=alt.StrokeDash("line:N", title=None),
+            color=alt.value("#888"),
+        )
+    )
+    return alt.layer(rules, points, labels).properties(height=300)

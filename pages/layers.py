@@ -1,0 +1,279 @@
+"""Layers: where quantization breaks, which images flip, keep layers in float, search for a mix."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from inference import DEFAULT_MODEL, InputError, Variant
+from inference.evaluate import scan_folder, scan_zip
+from inference.layers import model_explorer_data, short_name
+from inference.specs import SLOW_VARIANTS
+from ui import charts
+from ui.layers import (
+    build_fixed_variant,
+    image_batches,
+    layer_report,
+    run_search,
+    shown_changes,
+)
+from ui.resources import ensure_converted, get_runners, show_error
+from ui.widgets import image_inputs, model_picker
+
+TOP_K = 3
+
+st.title("Layers")
+st.caption(
+    "Where in the network a quantized variant departs from its reference, which images change "
+    "their answer because of it, and what keeping chosen layers in float gives back."
+)
+
+spec = model_picker("layers_model", default=st.session_state.get("last_model", DEFAULT_MODEL))
+if spec is None:
+    st.info("Choose a model first.", icon=":material/arrow_upward:")
+    st.stop()
+if Variant.FP32 not in spec.variants:
+    st.info(
+        f"{spec.title} is a quantized file without its float model; compare two files with "
+        "`python -m inference layers IMAGE --reference FLOAT --candidate QUANTIZED`."
+    )
+    st.stop()
+
+quantized = [v for v in spec.variants if v.is_quantized]
+left, right = st.columns(2)
+with left:
+    candidate = Variant(
+        st.selectbox(
+            "Candidate",
+            [v.value for v in quantized],
+            index=[v.value for v in quantized].index("int8") if Variant.INT8 in quantized else 0,
+            key="layers_candidate",
+            help=f"{', '.join(v.value for v in SLOW_VARIANTS)} runs ~100x slower than int8 on x86.",
+        )
+    )
+with right:
+    references = [v for v in spec.variants if v.is_tflite and v is not candidate]
+    reference = Variant(
+        st.selectbox(
+            "Reference",
+            [v.value for v in references],
+            key="layers_reference",
+            help="The float file by default: the truth each tensor is compared with.",
+        )
+    )
+images = image_inputs("layers", disabled=False, default_samples=("chelsea.jpg", "coffee.jpg"))
+use_calibration = st.toggle(
+    "Add the calibration set's photos",
+    key="layers_calibration",
+    help="The images int8 was tuned on.",
+)
+threshold = st.slider("Damage threshold (SNR, dB)", 0, 60, 20, key="layers_threshold")
+if not images and not use_calibration:
+    st.info("Upload images or pick samples to compare on.", icon=":material/image:")
+    st.stop()
+
+try:
+    ensure_converted(spec, [reference, candidate])
+    batches = image_batches(spec, images, use_calibration)
+    report = layer_report(spec, reference, candidate, batches)
+except Exception as exc:
+    show_error(exc, f"comparing {spec.title} {candidate.value} with {reference.value}")
+    st.stop()
+
+rows = pd.DataFrame(report.as_rows())
+rows["shape"] = rows["shape"].map(lambda s: "×".join(map(str, s)))
+first = report.first_below(threshold)
+worst = report.worst(1)[0]
+one, two, three = st.columns(3)
+one.metric("Tensors compared", len(rows), help=f"on {report.images} image(s), averaged")
+two.metric(
+    "Damage starts at",
+    f"#{first.index} {first.op}" if first else "nowhere",
+    help=short_name(first.tensor) if first else f"every tensor is above {threshold} dB",
+)
+three.metric("Worst tensor", f"{worst.snr_db:.1f} dB", help=f"#{worst.index} {worst.op}")
+
+st.markdown(f"**SNR per tensor** ({candidate.value} against {reference.value})")
+st.altair_chart(charts.snr_chart(rows, threshold, first.index if first else None), width="stretch")
+if rows["clipped"].notna().any():
+    st.markdown(
+        "**Clipped values**: the share of the reference's values outside the candidate's "
+        "quantized range; high where calibration did not cover these images"
+    )
+    st.altair_chart(charts.clipped_chart(rows), width="stretch")
+
+worst_table, by_op = st.columns([3, 2])
+with worst_table:
+    st.markdown("**The 10 worst tensors**")
+    table = pd.DataFrame([r.as_dict() for r in report.worst(10)])
+    table["tensor"] = table["tensor"].map(short_name)
+    st.dataframe(table, hide_index=True, width="stretch", key="layers_worst")
+with by_op:
+    st.markdown("**By op type**")
+    summary = (
+        rows.groupby("op")
+        .agg(
+            tensors=("index", "size"), mean_snr_db=("snr_db", "mean"), min_snr_db=("snr_db", "min")
+        )
+        .sort_values("min_snr_db")
+        .reset_index()
+    )
+    st.dataframe(summary.round(2), hide_index=True, width="stretch", key="layers_by_op")
+csv_cell, explorer_cell = st.columns(2)
+csv_cell.download_button(
+    "Per-tensor report (CSV)",
+    rows.to_csv(index=False).encode(),
+    file_name=f"{spec.name}-{candidate.value}-layers.csv",
+    mime="text/csv",
+    key="layers_csv",
+)
+explorer_cell.download_button(
+    "Model Explorer node data (JSON)",
+    json.dumps(model_explorer_data(report), indent=1),
+    file_name=f"{spec.name}-{candidate.value}-snr.json",
+    mime="application/json",
+    key="layers_model_explorer",
+    help="Load it over the .tflite graph in Google's Model Explorer (ai-edge-model-explorer).",
+)
+
+st.divider()
+st.subheader("Images whose answer flips")
+runners = get_runners(spec, [reference, candidate])
+if len(runners) == 2:
+    changes = shown_changes(runners[reference], runners[candidate], batches)
+    flipped = [(i, c) for i, c in enumerate(changes) if c.flipped]
+    largest = max(c.largest_change for c in changes)
+    st.caption(
+        f"{len(flipped)} of {len(changes)} image(s) change their top-1 between {reference.value} "
+        f"and {candidate.value}; largest probability change {largest:.3f}."
+    )
+    for index, change in flipped:
+        name = batches.names[index]
+        ref_top = spec.labels[int(change.reference.argmax())]
+        cand_top = spec.labels[int(change.candidate.argmax())]
+        with st.expander(f"{name}: {ref_top} → {cand_top}"):
+            answers, tensors = st.columns(2)
+            order = change.reference.argsort()[::-1][:TOP_K].tolist()
+            order += [
+                i for i in change.candidate.argsort()[::-1][:TOP_K].tolist() if i not in order
+            ]
+            answers.dataframe(
+                pd.DataFrame(
+                    {
+                        "class": [spec.labels[i] for i in order],
+                        reference.value: [float(change.reference[i]) for i in order],
+                        candidate.value: [float(change.candidate[i]) for i in order],
+                    }
+                ).round(4),
+                hide_index=True,
+                key=f"layers_flip_{index}",
+            )
+            tensors.dataframe(
+                pd.DataFrame(
+                    [
+                        {"#": r.index, "op": r.op, "tensor": short_name(r.tensor), "SNR dB": snr}
+                        for r, snr in report.worst_for_image(index)
+                    ]
+                ).round(2),
+                hide_index=True,
+                key=f"layers_flip_tensors_{index}",
+            )
+
+st.divider()
+st.subheader("Keep layers in float")
+st.caption(
+    f"Builds {candidate.value} again with ai-edge-quantizer, these layers left in float, and "
+    "measures it on the same images. The result can be picked as a model on every page."
+)
+ops_cell, tensors_cell, worst_cell = st.columns([2, 3, 1])
+keep_ops = ops_cell.multiselect("Op types", sorted(rows["op"].unique()), key="layers_keep_ops")
+keep_tensors = tensors_cell.multiselect(
+    "Tensors (worst first)",
+    [r.tensor for r in report.worst(len(report.records))],
+    format_func=lambda t: f"{short_name(t)}",
+    key="layers_keep_tensors",
+)
+keep_worst = worst_cell.number_input(
+    "The N worst", 0, len(report.records), 0, key="layers_keep_worst"
+)
+if st.button("Build and measure", key="layers_fix", type="primary"):
+    chosen = list(
+        dict.fromkeys([*keep_tensors, *[r.tensor for r in report.worst(int(keep_worst))]])
+    )
+    try:
+        st.session_state["layers_fixed"] = build_fixed_variant(
+            spec, reference, candidate, batches, tuple(chosen), tuple(keep_ops)
+        )
+    except Exception as exc:
+        show_error(exc, f"building {spec.title} {candidate.value} with layers in float")
+fixed = st.session_state.get("layers_fixed")
+if fixed is not None and fixed.base == spec.name:
+    st.dataframe(pd.DataFrame(fixed.rows), hide_index=True, width="stretch", key="layers_fix_table")
+    file_cell, recipe_cell = st.columns(2)
+    file_cell.download_button(
+        "the new variant (.tflite)",
+        fixed.path.read_bytes,
+        file_name=fixed.path.name,
+        mime="application/octet-stream",
+        key="layers_fix_file",
+    )
+    recipe_cell.download_button(
+        "its recipe (.json)",
+        json.dumps(fixed.recipe, indent=2) + "\n",
+        file_name=fixed.path.with_suffix(".recipe.json").name,
+        mime="application/json",
+        key="layers_fix_recipe",
+    )
+
+st.divider()
+st.subheader("Search for the best mix")
+st.caption(
+    "On a labelled set (a zip with one folder per class, or the sample a model ships with), keep "
+    "the worst layers in float step by step (1, 2, 4, 8, ...) until the accuracy drop against "
+    "the float model fits your budget."
+)
+archive = st.file_uploader("Labelled zip", type=["zip"], key="layers_zip")
+max_drop = st.number_input(
+    "Largest accuracy drop you accept (points)", 0.0, 100.0, 0.5, 0.1, key="layers_max_drop"
+)
+if st.button("Search", key="layers_search"):
+    try:
+        if archive is not None:
+            dataset = scan_zip(archive.getvalue(), spec.labels, name=archive.name)
+        elif spec.labelled_sample is not None:
+            dataset = scan_folder(spec.labelled_sample, spec.labels)
+        else:
+            raise InputError(f"upload a labelled zip for {spec.title}")
+        st.session_state["layers_search_result"] = run_search(spec, dataset, max_drop, candidate)
+    except Exception as exc:
+        show_error(exc, f"searching {spec.title}")
+found = st.session_state.get("layers_search_result")
+if found is not None and found.model == spec.name:
+    result = found.result
+    steps = pd.DataFrame(found.rows)
+    st.altair_chart(
+        charts.search_chart(steps, result.float_accuracy, result.max_drop), width="stretch"
+    )
+    st.dataframe(steps, hide_index=True, width="stretch", key="layers_search_table")
+    if result.chosen is None:
+        st.warning(
+            f"No mix keeps the drop within {result.max_drop:g} points, even with every "
+            "quantized tensor in float.",
+            icon=":material/warning:",
+        )
+    else:
+        st.success(
+            f"Chosen: {len(result.chosen.kept)} tensor(s) in float, accuracy "
+            f"{result.chosen.accuracy:.2%} (float {result.float_accuracy:.2%}), "
+            f"{result.chosen.size_bytes / 1e6:.2f} MB. It is now a model on every page.",
+            icon=":material/check_circle:",
+        )
+        st.download_button(
+            "the chosen variant (.tflite)",
+            result.chosen.path.read_bytes,
+            file_name=result.chosen.path.name,
+            mime="application/octet-stream",
+            key="layers_search_file",
+        )

@@ -1,0 +1,175 @@
+"""The Layers page's work: its inputs, its cached report, the fix and the search, with progress."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from inference import ModelSpec, Variant, decode_image, preprocess
+from inference.autoquant import SearchResult, SearchStep, search
+from inference.benchmark import median_ms
+from inference.calibration import calibration_images
+from inference.convert import conversion_record, ensure_recipe, variant_path
+from inference.custom import recipe_variant_spec
+from inference.evaluate import LabelledSet
+from inference.layers import AnswerChange, LayerReport, answer_changes, compare_layers
+from inference.recipes import builtin_recipe, tensor_regex
+from inference.runner_cache import RUNNERS, model_key
+from inference.runners import LiteRTRunner, Runner
+from ui.resources import ImageInput
+
+MAX_REPORTS_PER_SESSION = 8
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The page's images, preprocessed once for the model."""
+
+    names: list[str]
+    inputs: list[np.ndarray]
+
+    @property
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for batch in self.inputs:
+            digest.update(batch.tobytes())
+        return digest.hexdigest()[:16]
+
+
+def image_batches(spec: ModelSpec, images: Sequence[ImageInput], with_calibration: bool) -> Batches:
+    """Uploaded and sample images (and optionally the calibration photos), preprocessed."""
+    pre = spec.preprocessing
+    names, inputs = [], []
+    for image in images:
+        names.append(image.name)
+        inputs.append(
+            preprocess(decode_image(image.data, name=image.name, color_mode=pre.color_mode), pre)
+        )
+    if with_calibration:
+        folders = [spec.calibration_dir] if spec.calibration_dir else None
+        for path in calibration_images(folders):
+            names.append(f"calibration/{path.name}")
+            inputs.append(preprocess(decode_image(path, color_mode=pre.color_mode), pre))
+    return Batches(names, inputs)
+
+
+def layer_report(
+    spec: ModelSpec, reference: Variant, candidate: Variant, batches: Batches
+) -> LayerReport:
+    """The per-tensor report, kept in this session for the same model, variants and images."""
+    reports: dict[tuple[str, ...], LayerReport] = st.session_state.setdefault("layer_reports", {})
+    key = (model_key(spec), reference.value, candidate.value, batches.digest)
+    if key not in reports:
+        with st.spinner(f"Comparing {len(batches.inputs)} image(s) tensor by tensor…"):
+            reports[key] = compare_layers(
+                variant_path(spec, reference), variant_path(spec, candidate), batches.inputs
+            )
+        while len(reports) > MAX_REPORTS_PER_SESSION:
+            reports.pop(next(iter(reports)))
+    return reports[key]
+
+
+def shown_changes(reference: Runner, candidate: Runner, batches: Batches) -> list[AnswerChange]:
+    return answer_changes(reference, candidate, batches.inputs)
+
+
+def _register(made: ModelSpec) -> None:
+    """A variant built on this page becomes a model of the session, on every page."""
+    st.session_state.setdefault("custom_specs", {})[made.name] = made
+
+
+@dataclass(frozen=True)
+class Fixed:
+    base: str
+    path: Path
+    recipe: list[dict[str, object]]
+    rows: list[dict[str, object]]
+
+
+def _measure(name: str, runner: Runner, changes: list[AnswerChange], batch: np.ndarray) -> dict:
+    return {
+        "variant": name,
+        "same top-1 as reference": float(np.mean([not c.flipped for c in changes])),
+        "mean largest Δp": float(np.mean([c.largest_change for c in changes])),
+        "median ms": median_ms(runner, batch),
+        "size MB": runner.size_bytes / 1e6,
+    }
+
+
+def build_fixed_variant(
+    spec: ModelSpec,
+    reference: Variant,
+    candidate: Variant,
+    batches: Batches,
+    tensors: tuple[str, ...],
+    operations: tuple[str, ...],
+) -> Fixed:
+    """Build ``candidate`` with these tensors and op types in float; measure it by the plain one."""
+    recipe = builtin_recipe(candidate).keeping_float(
+        tuple(tensor_regex(t) for t in tensors), operations
+    )
+    with st.status(f"Quantizing {spec.title} as {recipe.name}…", expanded=True) as box:
+        bar = st.progress(0.0)
+        path = ensure_recipe(
+            spec, recipe, progress=lambda text, done: bar.progress(done, text=text)
+        )
+        box.update(label=f"Built {recipe.name}", state="complete", expanded=False)
+    made = recipe_variant_spec(spec, path, recipe.name)
+    _register(made)
+    ref_runner = RUNNERS.get(spec, reference)
+    plain = RUNNERS.get(spec, candidate)
+    fixed = LiteRTRunner(made, made.variants[0], path)
+    batch = batches.inputs[0]
+    rows = [
+        _measure(candidate.value, plain, answer_changes(ref_runner, plain, batches.inputs), batch),
+        _measure(recipe.name, fixed, answer_changes(ref_runner, fixed, batches.inputs), batch),
+    ]
+    fixed.close()
+    return Fixed(spec.name, path, conversion_record(path).get("recipe", recipe.rules), rows)
+
+
+@dataclass(frozen=True)
+class Found:
+    model: str
+    result: SearchResult
+    rows: list[dict[str, object]]
+
+
+def run_search(spec: ModelSpec, dataset: LabelledSet, max_drop: float, variant: Variant) -> Found:
+    """The accuracy-bounded search with each step shown as it finishes."""
+    with st.status(f"Searching {spec.title} {variant.value} within {max_drop:g} points…") as box:
+        log = st.empty()
+        lines: list[str] = []
+
+        def show(step: SearchStep) -> None:
+            lines.append(
+                f"{len(step.kept)} tensor(s) in float: accuracy {step.accuracy:.2%}, drop "
+                f"{step.drop_points:+.2f} pt, {step.median_ms:.2f} ms, "
+                f"{step.size_bytes / 1e6:.2f} MB (built in {step.build_seconds:.1f} s)"
+            )
+            log.markdown("\n".join(f"- {line}" for line in lines))
+
+        result = search(spec, dataset, max_drop=max_drop, variant=variant, on_step=show)
+        box.update(label=f"Searched {len(result.steps)} step(s)", state="complete")
+    if result.chosen is not None:
+        _register(
+            recipe_variant_spec(spec, result.chosen.path, f"{variant.value} within {max_drop:g} pt")
+        )
+    rows = [
+        {
+            "step": i,
+            "kept float": len(step.kept),
+            "accuracy": step.accuracy,
+            "drop (pt)": round(step.drop_points, 3),
+            "median ms": round(step.median_ms, 3),
+            "size MB": round(step.size_bytes / 1e6, 3),
+            "chosen": step is result.chosen,
+        }
+        for i, step in enumerate(result.steps)
+    ]
+    return Found(spec.name, result, rows)
