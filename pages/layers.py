@@ -109,6 +109,8 @@ with worst_table:
     st.markdown("**The 10 worst tensors**")
     table = pd.DataFrame([r.as_dict() for r in report.worst(10)])
     table["tensor"] = table["tensor"].map(short_name)
+    table["shape"] = table["shape"].map(lambda s: "×".join(map(str, s)))
+    table = table[["index", "op", "snr_db", "clipped", "cosine", "shape", "tensor"]]
     st.dataframe(table, hide_index=True, width="stretch", key="layers_worst")
 with by_op:
     st.markdown("**By op type**")

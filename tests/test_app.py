@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inference import Variant
+from inference import ZOO, Variant
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
 
 APP_TIMEOUT_S = 300
@@ -269,3 +269,27 @@ def test_an_image_over_the_upload_limit_is_refused_by_name(converted: None) -> N
     assert [e.value for e in at.error] == [
         f"huge.jpg: {MAX_IMAGE_MB + 1} MB is over the {MAX_IMAGE_MB} MB limit for images"
     ]
+
+
+def test_layers_page_reports_and_keeps_a_layer_in_float(converted: None) -> None:
+    at = start()
+    at.switch_page("pages/layers.py").run()
+
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tensors compared"] == "61"
+    assert len(at.get("vega_lite_chart")) >= 1  # SNR along the network
+    worst = at.dataframe[0].value  # the 10 worst tensors
+    assert len(worst) == 10 and list(worst["snr_db"]) == sorted(worst["snr_db"])
+    assert at.get("download_button")  # CSV and Model Explorer JSON
+
+    at.multiselect(key="layers_keep_ops").set_value(["SOFTMAX"]).run()
+    at.button(key="layers_fix").click().run()
+
+    assert not at.exception and not at.error
+    fixed = at.session_state["layers_fixed"]
+    assert [row["variant"] for row in fixed.rows] == ["int8", "int8, float: SOFTMAX"]
+    assert fixed.rows[0]["same top-1 as reference"] == fixed.rows[1]["same top-1 as reference"] == 1
+    made = [s for s in at.session_state["custom_specs"].values() if "SOFTMAX" in s.title]
+    # Registered as a model of the session, answering with the zoo model's labels.
+    assert made and made[0].labels == ZOO["efficientnet_lite0"].labels

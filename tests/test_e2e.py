@@ -181,6 +181,22 @@ def test_classify_a_photo_in_a_real_browser_then_compare(
     page.close()
 
 
+def test_the_layers_page_shows_where_int8_departs_in_a_real_browser(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{server}/layers")  # samples chelsea and coffee are preselected
+    page.get_by_text("SNR per tensor").wait_for()
+    chart = page.locator("[data-testid=stVegaLiteChart]").first
+    chart.wait_for()
+    page.get_by_text("Images whose answer flips").wait_for()
+    page.screenshot(path=ARTIFACTS / "04-layers.png", full_page=True)
+
+    assert chart.locator("canvas, svg").count() >= 1
+    assert page.get_by_text("Damage starts at").count() == 1
+    assert page.locator("[data-testid=stException]").count() == 0
+    page.close()
+
+
 def test_rest_api_predict_next_to_the_dashboard(server: str, chelsea: Path) -> None:
     status, rows = _post_image(
         f"{server}/api/predict?model=efficientnet_lite0&variant=int8&top_k=3",

@@ -196,7 +196,7 @@ def snr_chart(rows: pd.DataFrame, threshold_db: float, first: int | None) -> alt
     base = alt.Chart(rows).encode(x=alt.X("index:Q", title="execution order (op index)"))
     line = base.mark_line(color="#bbb", strokeWidth=1).encode(y="snr_db:Q")
     points = base.mark_circle(size=60, opacity=0.9).encode(
-        y=alt.Y("snr_db:Q", title="SNR (dB, higher is closer to the reference)"),
+        y=alt.Y("snr_db:Q", title="SNR (dB)"),
         color=alt.Color("op:N", title="op", legend=alt.Legend(orient="bottom", columns=4)),
         tooltip=tooltip,
     )
@@ -215,7 +215,7 @@ def snr_chart(rows: pd.DataFrame, threshold_db: float, first: int | None) -> alt
                 text="label:N"
             ),
         ]
-    return alt.layer(*layers).properties(height=320)
+    return alt.layer(*layers).properties(height=360)
 
 
 def clipped_chart(rows: pd.DataFrame) -> alt.Chart:
