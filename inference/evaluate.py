@@ -169,6 +169,19 @@ def scan_zip(data: bytes, labels: Sequence[str], *, name: str = "archive.zip") -
     return LabelledSet(tuple(images), tuple(problems))
 
 
+def labelled_set(spec: ModelSpec, archive: bytes | None, name: str = "archive.zip") -> LabelledSet:
+    """An uploaded labelled zip, else the labelled sample the model ships with.
+
+    Raises:
+        InputError: No archive and no bundled sample, or the archive is unusable.
+    """
+    if archive is not None:
+        return scan_zip(archive, spec.labels, name=name)
+    if spec.labelled_sample is not None:
+        return scan_folder(spec.labelled_sample, spec.labels)
+    raise InputError(f"upload a labelled zip for {spec.title}")
+
+
 @dataclass(frozen=True)
 class VariantScore:
     """How one variant did on the set."""

@@ -35,7 +35,7 @@ from ai_edge_quantizer import model_validator
 from ai_edge_quantizer.utils import validation_utils
 
 from inference.errors import InputError
-from inference.tflite_file import check_identifier
+from inference.tflite_file import check_identifier, signature_input
 
 __all__ = [
     "AnswerChange",
@@ -140,16 +140,6 @@ def _interpreter(path: Path) -> Interpreter:
     return interpreter
 
 
-def _signature(interpreter: Interpreter, path: Path) -> tuple[str, str]:
-    signatures = interpreter.get_signature_list()
-    if not signatures:
-        raise InputError(f"{path.name}: the model has no signature to run both models through")
-    key, signature = next(iter(signatures.items()))
-    if len(signature["inputs"]) != 1:
-        raise InputError(f"{path.name}: expected one input in signature {key!r}")
-    return key, signature["inputs"][0]
-
-
 def _quantized_range(detail: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(low, high, axis) of the values an integer tensor can represent; None for floats."""
     dtype = np.dtype(detail["dtype"])
@@ -189,7 +179,7 @@ def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray
         raise InputError("expected at least one image to compare the models on")
     ref = _interpreter(reference)
     cand = _interpreter(candidate)
-    key, input_name = _signature(ref, reference)
+    key, input_name = signature_input(ref, reference)
     ops = [op for op in ref._get_ops_details() if op["op_name"] != "DELEGATE"]
     ref_details = {int(t["index"]): t for t in ref.get_tensor_details()}
     cand_by_name = {t["name"]: t for t in cand.get_tensor_details()}

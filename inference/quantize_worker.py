@@ -29,23 +29,13 @@ from inference.calibration import representative_samples
 from inference.child import emit, serve, write_atomically
 from inference.errors import InputError
 from inference.specs import Preprocessing
+from inference.tflite_file import signature_input
 
 CALIBRATION_THREADS = 2
 
 
 def progress(message: str, fraction: float) -> None:
     emit(event="progress", message=message, fraction=fraction)
-
-
-def _signature(float_path: Path) -> tuple[str, str]:
-    """The float model's signature key and its one input's name."""
-    signatures = Interpreter(model_path=str(float_path)).get_signature_list()
-    if not signatures:
-        raise InputError(f"{float_path.name}: the model has no signature to calibrate through")
-    key, signature = next(iter(signatures.items()))
-    if len(signature["inputs"]) != 1:
-        raise InputError(f"{float_path.name}: expected one input in signature {key!r}")
-    return key, signature["inputs"][0]
 
 
 def _calibrate(
@@ -86,7 +76,9 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
                 result = None
         if result is None and qt.need_calibration:
             if dataset is None:
-                key, input_name = _signature(float_path)
+                key, input_name = signature_input(
+                    Interpreter(model_path=str(float_path)), float_path
+                )
                 preprocessing = Preprocessing(**request["preprocessing"])
                 images = [Path(p) for p in request["calibration"]]
                 samples = list(representative_samples(preprocessing, images))

@@ -137,6 +137,21 @@ def inspect_tflite(path: Path) -> TFLiteFacts:
     )
 
 
+def signature_input(interpreter: Interpreter, path: Path) -> tuple[str, str]:
+    """The model's first signature key and its one input's name (the quantizer feeds by name).
+
+    Raises:
+        InputError: No signature, or a signature with several inputs.
+    """
+    signatures = interpreter.get_signature_list()
+    if not signatures:
+        raise InputError(f"{path.name}: the model has no signature to run it through by name")
+    key, signature = next(iter(signatures.items()))
+    if len(signature["inputs"]) != 1:
+        raise InputError(f"{path.name}: expected one input in signature {key!r}")
+    return key, signature["inputs"][0]
+
+
 def op_types(path: Path) -> list[str]:
     """The TFLite op types a model uses, sorted (CONV_2D, SOFTMAX, ...)."""
     interpreter = open_interpreter(path)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from inference import DEFAULT_MODEL, InputError, Variant
+from inference import DEFAULT_MODEL, Variant
 from inference.benchmark import run_benchmarks
-from inference.evaluate import evaluate, scan_folder, scan_zip
+from inference.evaluate import evaluate, labelled_set
 from inference.specs import SLOW_VARIANTS
 from inference.system import default_threads
 from ui import charts
@@ -96,12 +96,9 @@ eval_spec = model_picker("bench_eval_model", default="fashion_mnist_cnn")
 archive = st.file_uploader("Labelled zip", type=["zip"], key="bench_zip")
 if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
     try:
-        if archive is not None:
-            dataset = scan_zip(archive.getvalue(), eval_spec.labels, name=archive.name)
-        elif eval_spec.labelled_sample is not None:
-            dataset = scan_folder(eval_spec.labelled_sample, eval_spec.labels)
-        else:
-            raise InputError(f"upload a labelled zip for {eval_spec.title}")
+        dataset = labelled_set(
+            eval_spec, archive.getvalue() if archive else None, archive.name if archive else ""
+        )
         chosen = [Variant(v) for v in variant_names if Variant(v) in eval_spec.variants]
         runners = get_runners(eval_spec, chosen)
         bar = st.progress(0.0, text="evaluating")

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from inference import DEFAULT_MODEL, InputError, Variant
-from inference.evaluate import scan_folder, scan_zip
+from inference import DEFAULT_MODEL, Variant
+from inference.evaluate import labelled_set
 from inference.layers import model_explorer_data, short_name
 from inference.specs import SLOW_VARIANTS
 from ui import charts
@@ -242,12 +242,9 @@ max_drop = st.number_input(
 )
 if st.button("Search", key="layers_search"):
     try:
-        if archive is not None:
-            dataset = scan_zip(archive.getvalue(), spec.labels, name=archive.name)
-        elif spec.labelled_sample is not None:
-            dataset = scan_folder(spec.labelled_sample, spec.labels)
-        else:
-            raise InputError(f"upload a labelled zip for {spec.title}")
+        dataset = labelled_set(
+            spec, archive.getvalue() if archive else None, archive.name if archive else ""
+        )
         st.session_state["layers_search_result"] = run_search(spec, dataset, max_drop, candidate)
     except Exception as exc:
         show_error(exc, f"searching {spec.title}")
