@@ -108,7 +108,7 @@ def test_several_images_give_a_summary_and_csv(converted: None, chelsea: Path) -
     assert summary["top-1"].iloc[1] in {"espresso", "cup"}
 
 
-def test_compare_page_shows_the_seed_table(converted: None) -> None:
+def test_compare_page_shows_the_answer_table(converted: None) -> None:
     at = start()
     at.switch_page("pages/compare.py").run()
     assert not at.exception

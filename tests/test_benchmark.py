@@ -93,7 +93,7 @@ def test_mac_count_matches_the_keras_layers(runners: RunnerPool) -> None:
     assert 350e6 < expected < 450e6  # EfficientNet-Lite0 is published at about 0.4 GMAC
 
 
-def test_bench_command_prints_the_table_and_the_seed_shape(
+def test_bench_command_prints_the_table_and_the_answer_table(
     runners: RunnerPool, chelsea: Path, coffee: Path, tmp_path: Path
 ) -> None:
     for variant in (Variant.FP32, Variant.INT8):
@@ -120,9 +120,9 @@ def test_bench_command_prints_the_table_and_the_seed_shape(
     names = {t["target"] for t in report["targets"]}
     assert "lite0 int8 median / TFLite fp32 median" in names
     assert "12 MP JPEG to top-k, int8 (median)" in names
-    seed = {row["image"]: row for row in report["images"]}
-    assert seed["chelsea.png"]["efficientnet_lite0 int8"].split(",")[0] in CAT_CLASSES
-    assert seed["coffee.png"]["efficientnet_lite0 fp32"].endswith(" ms")
+    answers = {row["image"]: row for row in report["images"]}
+    assert answers["chelsea.png"]["efficientnet_lite0 int8"].split(",")[0] in CAT_CLASSES
+    assert answers["coffee.png"]["efficientnet_lite0 fp32"].endswith(" ms")
 
 
 def test_bench_markdown_names_the_machine(runners: RunnerPool) -> None:
