@@ -30,15 +30,16 @@ import numpy as np
 
 from inference import benchmark as bench
 from inference.autoquant import SearchStep, search
-from inference.convert import conversion_record, ensure_recipe, ensure_variants
+from inference.calibration import calibration_images
+from inference.convert import conversion_record, ensure_recipe, ensure_variants, float_path
 from inference.custom import CUSTOM_SUFFIXES, custom_spec
 from inference.errors import InferenceError, InputError, UsageError
 from inference.evaluate import LabelledSet, evaluate, scan_folder, scan_zip
-from inference.layers import compare_layers, short_name
+from inference.layers import FloatSelection, LayerReport, compare_layers, short_name
 from inference.loading import load_runners
 from inference.pipeline import classify
 from inference.preprocess import decode_image, image_files, preprocess
-from inference.recipes import load_recipe
+from inference.recipes import Recipe, builtin_recipe, load_recipe
 from inference.specs import NORMALIZE_HELP, TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
 from inference.system import machine
 from inference.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
@@ -46,6 +47,8 @@ from inference.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
 __all__ = ["main", "render"]
 
 FORMATS = ["markdown", "csv", "json"]
+RANKING_IMAGES = 4
+"""Calibration photos that rank tensors for --keep-worst when no image is given."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument(
         "--threshold", type=float, default=20.0, help="SNR in dB that marks damage (default 20)"
     )
+    _keep_float_arguments(layers)
     layers.add_argument("--json", action="store_true", help="print JSON")
 
     autoquant = sub.add_parser(
@@ -219,6 +223,40 @@ def _keep_float_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OP",
         help="keep every op of these TFLite types in float (e.g. SOFTMAX CONV_2D)",
     )
+    parser.add_argument(
+        "--keep-worst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the N tensors with the lowest SNR in float (ranked on the images, "
+        "or on the calibration photos)",
+    )
+
+
+def _selection(args: argparse.Namespace) -> FloatSelection:
+    if args.keep_worst < 0:
+        raise UsageError(f"expected --keep-worst to be 0 or more; received {args.keep_worst}")
+    return FloatSelection(
+        regexes=tuple(args.keep_float),
+        operations=tuple(args.keep_float_op),
+        worst=args.keep_worst,
+    )
+
+
+def _ranking_report(
+    spec: ModelSpec, recipe: Recipe, calibration: Sequence[Path] | None, images: Sequence[Path]
+) -> LayerReport:
+    """The plain recipe's layer report that ``--keep-worst`` ranks tensors by."""
+    plain = ensure_recipe(spec, recipe, progress=_progress, calibration=calibration)
+    pre = spec.preprocessing
+    photos = (
+        list(images)
+        or calibration_images([spec.calibration_dir] if spec.calibration_dir else None)[
+            :RANKING_IMAGES
+        ]
+    )
+    batches = [preprocess(decode_image(p, color_mode=pre.color_mode), pre) for p in photos]
+    return compare_layers(float_path(spec), plain, batches)
 
 
 def resolve_model(args: argparse.Namespace) -> ModelSpec:
@@ -300,9 +338,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     spec = resolve_model(args)
-    recipe = load_recipe(args.recipe).keeping_float(
-        tuple(args.keep_float), tuple(args.keep_float_op)
-    )
+    selection = _selection(args)
+    base = load_recipe(args.recipe)
+    report = _ranking_report(spec, base, args.calibration, []) if selection.worst else None
+    recipe = selection.apply(base, report)
     start = time.perf_counter()
     path = ensure_recipe(spec, recipe, progress=_progress, calibration=args.calibration)
     seconds = conversion_record(path).get("seconds", time.perf_counter() - start)
@@ -358,7 +397,10 @@ def _layer_inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray
     """The reference and candidate files, and the images preprocessed for them."""
     if (args.reference is None) != (args.candidate is None):
         raise UsageError("give both --reference and --candidate, or --model and --variant")
+    selection = _selection(args)
     if args.reference is not None:
+        if selection:
+            raise UsageError("--keep-float needs --model and --variant (the app rebuilds the file)")
         spec = custom_spec(args.reference, normalize=args.normalize)
         reference, candidate = args.reference, args.candidate
     else:
@@ -366,6 +408,13 @@ def _layer_inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray
         (variant,) = parse_variants(args.variant, tuple(v for v in spec.variants if v.is_tflite))
         paths = ensure_variants(spec, [Variant.FP32, variant], progress=_progress)
         reference, candidate = paths[Variant.FP32], paths[variant]
+        if selection:
+            if not variant.is_quantized:
+                raise UsageError(f"--keep-float needs a quantized --variant; received {variant}")
+            base = builtin_recipe(variant)
+            images = [Path(p) for p in args.images]
+            report = _ranking_report(spec, base, None, images) if selection.worst else None
+            candidate = ensure_recipe(spec, selection.apply(base, report), progress=_progress)
     pre = spec.preprocessing
     batches = [
         preprocess(decode_image(Path(image), color_mode=pre.color_mode), pre)

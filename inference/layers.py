@@ -35,10 +35,12 @@ from ai_edge_quantizer import model_validator
 from ai_edge_quantizer.utils import validation_utils
 
 from inference.errors import InputError
+from inference.recipes import Recipe, tensor_regex
 from inference.tflite_file import check_identifier, signature_input
 
 __all__ = [
     "AnswerChange",
+    "FloatSelection",
     "LayerReport",
     "TensorError",
     "answer_changes",
@@ -277,3 +279,35 @@ def answer_changes(
     return [
         AnswerChange(reference.predict(batch)[0], candidate.predict(batch)[0]) for batch in inputs
     ]
+
+
+@dataclass(frozen=True)
+class FloatSelection:
+    """Which ops to keep in float, as the Layers page and the CLI pick them.
+
+    By tensor-name regex (``--keep-float``), by exact tensor name (picked from
+    a report), by op type (``--keep-float-op``), and the ``worst`` N tensors of
+    a layer report (``--keep-worst``).
+    """
+
+    regexes: tuple[str, ...] = ()
+    tensors: tuple[str, ...] = ()
+    operations: tuple[str, ...] = ()
+    worst: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.regexes or self.tensors or self.operations or self.worst)
+
+    def apply(self, recipe: Recipe, report: LayerReport | None = None) -> Recipe:
+        """``recipe`` with ``no_quantize`` rules for the selection.
+
+        Raises:
+            InputError: ``worst`` is set without a report to rank tensors by.
+        """
+        names = list(self.tensors)
+        if self.worst:
+            if report is None:
+                raise InputError("keeping the N worst tensors in float needs a layer report")
+            names += [record.tensor for record in report.worst(self.worst)]
+        regexes = (*self.regexes, *(tensor_regex(name) for name in dict.fromkeys(names)))
+        return recipe.keeping_float(regexes, self.operations)

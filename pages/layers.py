@@ -9,7 +9,7 @@ import streamlit as st
 
 from inference import DEFAULT_MODEL, Variant
 from inference.evaluate import labelled_set
-from inference.layers import model_explorer_data, short_name
+from inference.layers import FloatSelection, model_explorer_data, short_name
 from inference.specs import SLOW_VARIANTS
 from ui import charts
 from ui.layers import (
@@ -201,12 +201,12 @@ keep_worst = worst_cell.number_input(
     "The N worst", 0, len(report.records), 0, key="layers_keep_worst"
 )
 if st.button("Build and measure", key="layers_fix", type="primary"):
-    chosen = list(
-        dict.fromkeys([*keep_tensors, *[r.tensor for r in report.worst(int(keep_worst))]])
+    selection = FloatSelection(
+        tensors=tuple(keep_tensors), operations=tuple(keep_ops), worst=int(keep_worst)
     )
     try:
         st.session_state["layers_fixed"] = build_fixed_variant(
-            spec, reference, candidate, batches, tuple(chosen), tuple(keep_ops)
+            spec, reference, candidate, batches, selection, report
         )
     except Exception as exc:
         show_error(exc, f"building {spec.title} {candidate.value} with layers in float")

@@ -320,3 +320,37 @@ def test_quantize_command_builds_a_recipe_variant_with_layers_in_float(
     assert Path(made["path"]).stat().st_size > plain.stat().st_size  # the FC weights stay float
     prediction = classify(load_runner(spec, Variant.W4), chelsea)
     assert prediction.top_k[0].label in CAT_CLASSES
+
+
+@pytest.mark.slow
+def test_layers_and_quantize_take_the_pages_selection(runners: RunnerPool, coffee: Path) -> None:
+    runners.get("efficientnet_lite0", Variant.W4)
+    plain = run_cli("layers", str(coffee), "--model", "efficientnet_lite0", "--variant", "w4",
+                    "--json")  # fmt: skip
+    kept = run_cli("layers", str(coffee), "--model", "efficientnet_lite0", "--variant", "w4",
+                   "--keep-worst", "3", "--keep-float-op", "FULLY_CONNECTED", "--json")  # fmt: skip
+
+    assert plain.returncode == 0 and kept.returncode == 0, kept.stderr
+    before, after = json.loads(plain.stdout), json.loads(kept.stdout)
+    worst = sorted(before, key=lambda r: r["snr_db"])[:3]
+    by_tensor = {r["tensor"]: r for r in after}
+    for record in worst:  # the three worst now run in float: their SNR changed
+        assert by_tensor[record["tensor"]]["snr_db"] != record["snr_db"]
+    fc = next(r for r in after if r["op"] == "FULLY_CONNECTED")
+    assert fc["snr_db"] > next(r for r in before if r["op"] == "FULLY_CONNECTED")["snr_db"]
+
+    made = run_cli("quantize", "--model", "efficientnet_lite0", "--recipe", "w4",
+                   "--keep-worst", "3", "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["recipe"] == "w4, float: 3 tensors"
+
+
+def test_keeping_worst_needs_a_report() -> None:
+    from inference.layers import FloatSelection
+
+    with pytest.raises(InputError, match="needs a layer report"):
+        FloatSelection(worst=2).apply(builtin_recipe(Variant.INT8))
+    kept = FloatSelection(tensors=("a;b",), operations=("softmax",)).apply(
+        builtin_recipe(Variant.INT8)
+    )
+    assert kept.rules[-2]["regex"] == "^a;b;" and kept.rules[-1]["operation"] == "SOFTMAX"

@@ -17,8 +17,14 @@ from inference.calibration import calibration_images
 from inference.convert import conversion_record, ensure_recipe, variant_path
 from inference.custom import recipe_variant_spec
 from inference.evaluate import LabelledSet
-from inference.layers import AnswerChange, LayerReport, answer_changes, compare_layers
-from inference.recipes import builtin_recipe, tensor_regex
+from inference.layers import (
+    AnswerChange,
+    FloatSelection,
+    LayerReport,
+    answer_changes,
+    compare_layers,
+)
+from inference.recipes import builtin_recipe
 from inference.runner_cache import RUNNERS, model_key
 from inference.runners import LiteRTRunner, Runner
 from ui.resources import ImageInput
@@ -106,13 +112,11 @@ def build_fixed_variant(
     reference: Variant,
     candidate: Variant,
     batches: Batches,
-    tensors: tuple[str, ...],
-    operations: tuple[str, ...],
+    selection: FloatSelection,
+    report: LayerReport,
 ) -> Fixed:
-    """Build ``candidate`` with these tensors and op types in float; measure it by the plain one."""
-    recipe = builtin_recipe(candidate).keeping_float(
-        tuple(tensor_regex(t) for t in tensors), operations
-    )
+    """Build ``candidate`` with the selection in float; measure it by the plain one."""
+    recipe = selection.apply(builtin_recipe(candidate), report)
     with st.status(f"Quantizing {spec.title} as {recipe.name}…", expanded=True) as box:
         bar = st.progress(0.0)
         path = ensure_recipe(
