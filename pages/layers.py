@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from inference import DEFAULT_MODEL, Variant
+from inference.convert import variant_path
 from inference.evaluate import labelled_set
 from inference.layers import FloatSelection, model_explorer_data, short_name
 from inference.specs import SLOW_VARIANTS
@@ -18,6 +19,7 @@ from ui.layers import (
     layer_report,
     run_search,
     shown_changes,
+    uploaded_candidate,
 )
 from ui.resources import ensure_converted, get_runners, show_error
 from ui.widgets import image_inputs, model_picker
@@ -63,6 +65,12 @@ with right:
             help="The float file by default: the truth each tensor is compared with.",
         )
     )
+own_file = st.file_uploader(
+    "…or compare your own quantized .tflite of this model with the reference",
+    type=["tflite"],
+    key="layers_candidate_file",
+    help="A file made by another tool from the same graph: tensors are matched by name.",
+)
 images = image_inputs("layers", disabled=False, default_samples=("chelsea.jpg", "coffee.jpg"))
 use_calibration = st.toggle(
     "Add the calibration set's photos",
@@ -74,12 +82,18 @@ if not images and not use_calibration:
     st.info("Upload images or pick samples to compare on.", icon=":material/image:")
     st.stop()
 
+own = None
+label = candidate.value
 try:
-    ensure_converted(spec, [reference, candidate])
+    ensure_converted(spec, [reference] if own_file else [reference, candidate])
+    if own_file is not None:
+        own = uploaded_candidate(spec, own_file.name, own_file.getvalue())
+        label = own_file.name
     batches = image_batches(spec, images, use_calibration)
-    report = layer_report(spec, reference, candidate, batches)
+    candidate_file = own.path if own is not None else variant_path(spec, candidate)
+    report = layer_report(spec, variant_path(spec, reference), candidate_file, batches)
 except Exception as exc:
-    show_error(exc, f"comparing {spec.title} {candidate.value} with {reference.value}")
+    show_error(exc, f"comparing {spec.title} {label} with {reference.value}")
     st.stop()
 
 rows = pd.DataFrame(report.as_rows())
@@ -95,7 +109,7 @@ two.metric(
 )
 three.metric("Worst tensor", f"{worst.snr_db:.1f} dB", help=f"#{worst.index} {worst.op}")
 
-st.markdown(f"**SNR per tensor** ({candidate.value} against {reference.value})")
+st.markdown(f"**SNR per tensor** ({label} against {reference.value})")
 st.altair_chart(charts.snr_chart(rows, threshold, first.index if first else None), width="stretch")
 if rows["clipped"].notna().any():
     st.markdown(
@@ -127,14 +141,14 @@ csv_cell, explorer_cell = st.columns(2)
 csv_cell.download_button(
     "Per-tensor report (CSV)",
     rows.to_csv(index=False).encode(),
-    file_name=f"{spec.name}-{candidate.value}-layers.csv",
+    file_name=f"{spec.name}-{label}-layers.csv",
     mime="text/csv",
     key="layers_csv",
 )
 explorer_cell.download_button(
     "Model Explorer node data (JSON)",
     json.dumps(model_explorer_data(report), indent=1),
-    file_name=f"{spec.name}-{candidate.value}-snr.json",
+    file_name=f"{spec.name}-{label}-snr.json",
     mime="application/json",
     key="layers_model_explorer",
     help="Load it over the .tflite graph in Google's Model Explorer (ai-edge-model-explorer).",
@@ -142,14 +156,19 @@ explorer_cell.download_button(
 
 st.divider()
 st.subheader("Images whose answer flips")
-runners = get_runners(spec, [reference, candidate])
-if len(runners) == 2:
-    changes = shown_changes(runners[reference], runners[candidate], batches)
+ref_runner = get_runners(spec, [reference]).get(reference)
+cand_runner = (
+    get_runners(own, [own.variants[0]]).get(own.variants[0])
+    if own is not None
+    else get_runners(spec, [candidate]).get(candidate)
+)
+if ref_runner is not None and cand_runner is not None:
+    changes = shown_changes(ref_runner, cand_runner, batches)
     flipped = [(i, c) for i, c in enumerate(changes) if c.flipped]
     largest = max(c.largest_change for c in changes)
     st.caption(
         f"{len(flipped)} of {len(changes)} image(s) change their top-1 between {reference.value} "
-        f"and {candidate.value}; largest probability change {largest:.3f}."
+        f"and {label}; largest probability change {largest:.3f}."
     )
     for index, change in flipped:
         name = batches.names[index]
@@ -166,7 +185,7 @@ if len(runners) == 2:
                     {
                         "class": [spec.labels[i] for i in order],
                         reference.value: [float(change.reference[i]) for i in order],
-                        candidate.value: [float(change.candidate[i]) for i in order],
+                        label: [float(change.candidate[i]) for i in order],
                     }
                 ).round(4),
                 hide_index=True,
@@ -184,6 +203,13 @@ if len(runners) == 2:
             )
 
 st.divider()
+if own is not None:
+    st.info(
+        "Keeping layers in float rebuilds a variant from this model's float file with a recipe; "
+        f"pick one of its variants above instead of {label} to try it.",
+        icon=":material/info:",
+    )
+    st.stop()
 st.subheader("Keep layers in float")
 st.caption(
     f"Builds {candidate.value} again with ai-edge-quantizer, these layers left in float, and "

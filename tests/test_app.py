@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -293,3 +294,32 @@ def test_layers_page_reports_and_keeps_a_layer_in_float(converted: None) -> None
     made = [s for s in at.session_state["custom_specs"].values() if "SOFTMAX" in s.title]
     # Registered as a model of the session, answering with the zoo model's labels.
     assert made and made[0].labels == ZOO["efficientnet_lite0"].labels
+
+
+def test_layers_page_compares_a_quantized_file_made_elsewhere(
+    runners: RunnerPool, tmp_path: Path
+) -> None:
+    # Made outside the app: ai-edge-quantizer's own API, its default calibration, three
+    # flat calibration inputs.
+    from ai_edge_quantizer import quantizer
+
+    from inference.recipes import builtin_recipe
+
+    source = runners.get("efficientnet_lite0", Variant.FP32).path
+    qt = quantizer.Quantizer(str(source), builtin_recipe(Variant.INT8).rules)
+    image = np.zeros((1, 224, 224, 3), np.float32)
+    calibration = qt.calibrate({"serving_default": [{"image": image + v} for v in (-0.5, 0, 0.5)]})
+    theirs = tmp_path / "theirs.tflite"
+    qt.quantize(calibration, enable_progress_report=False).export_model(str(theirs))
+    at = start()
+    at.switch_page("pages/layers.py").run()
+
+    at.file_uploader(key="layers_candidate_file").set_value(
+        ("theirs.tflite", theirs.read_bytes(), "application/octet-stream")
+    ).run()
+
+    assert not at.exception and not at.error
+    assert any("theirs.tflite against fp32" in str(m.value) for m in at.markdown)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tensors compared"] == "61"
+    assert any("rebuilds a variant" in i.value for i in at.info)  # no fix for a foreign file

@@ -14,8 +14,8 @@ from inference import ModelSpec, Variant, decode_image, preprocess
 from inference.autoquant import SearchResult, SearchStep, search
 from inference.benchmark import median_ms
 from inference.calibration import calibration_images
-from inference.convert import conversion_record, ensure_recipe, variant_path
-from inference.custom import recipe_variant_spec
+from inference.convert import conversion_record, ensure_recipe
+from inference.custom import inspect_model, recipe_variant_spec
 from inference.evaluate import LabelledSet
 from inference.layers import (
     AnswerChange,
@@ -27,7 +27,7 @@ from inference.layers import (
 from inference.recipes import builtin_recipe
 from inference.runner_cache import RUNNERS, model_key
 from inference.runners import LiteRTRunner, Runner
-from ui.resources import ImageInput
+from ui.resources import ImageInput, session_dir
 
 MAX_REPORTS_PER_SESSION = 8
 
@@ -65,19 +65,40 @@ def image_batches(spec: ModelSpec, images: Sequence[ImageInput], with_calibratio
 
 
 def layer_report(
-    spec: ModelSpec, reference: Variant, candidate: Variant, batches: Batches
+    spec: ModelSpec, reference: Path, candidate: Path, batches: Batches
 ) -> LayerReport:
-    """The per-tensor report, kept in this session for the same model, variants and images."""
+    """The per-tensor report, kept in this session for the same files and images."""
     reports: dict[tuple[str, ...], LayerReport] = st.session_state.setdefault("layer_reports", {})
-    key = (model_key(spec), reference.value, candidate.value, batches.digest)
+    key = (model_key(spec), str(reference), str(candidate), batches.digest)
     if key not in reports:
         with st.spinner(f"Comparing {len(batches.inputs)} image(s) tensor by tensor…"):
-            reports[key] = compare_layers(
-                variant_path(spec, reference), variant_path(spec, candidate), batches.inputs
-            )
+            reports[key] = compare_layers(reference, candidate, batches.inputs)
         while len(reports) > MAX_REPORTS_PER_SESSION:
             reports.pop(next(iter(reports)))
     return reports[key]
+
+
+def uploaded_candidate(spec: ModelSpec, name: str, data: bytes) -> ModelSpec:
+    """A quantized ``.tflite`` someone brought as the candidate, checked in a child.
+
+    It runs with ``spec``'s labels and preprocessing; kept for the session, by content.
+
+    Raises:
+        InputError: The checker child refuses the file (corrupt, too large, not a classifier).
+    """
+    uploads: dict[str, ModelSpec] = st.session_state.setdefault("layers_uploads", {})
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    if digest not in uploads:
+        path = session_dir() / f"candidate-{digest}.tflite"  # never the uploaded name
+        path.write_bytes(data)
+        try:
+            with st.spinner(f"Checking {name}…"):
+                inspect_model(path)  # in a child, within memory and time limits
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        uploads[digest] = recipe_variant_spec(spec, path, name)
+    return uploads[digest]
 
 
 def shown_changes(reference: Runner, candidate: Runner, batches: Batches) -> list[AnswerChange]:
