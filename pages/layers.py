@@ -16,15 +16,19 @@ from ui import charts
 from ui.layers import (
     build_fixed_variant,
     image_batches,
+    image_worst,
     layer_report,
     run_search,
     shown_changes,
     uploaded_candidate,
+    zip_batches,
 )
 from ui.resources import ensure_converted, get_runners, show_error
 from ui.widgets import image_inputs, model_picker
 
 TOP_K = 3
+MAX_FLIPS_DETAILED = 5
+"""Flipped images shown with their top-k and worst tensors (each costs one layer report)."""
 
 st.title("Layers")
 st.caption(
@@ -156,6 +160,11 @@ explorer_cell.download_button(
 
 st.divider()
 st.subheader("Images whose answer flips")
+flip_zip = st.file_uploader(
+    "Look for flips in a labelled zip too (one folder per class)",
+    type=["zip"],
+    key="layers_flip_zip",
+)
 ref_runner = get_runners(spec, [reference]).get(reference)
 cand_runner = (
     get_runners(own, [own.variants[0]]).get(own.variants[0])
@@ -163,15 +172,37 @@ cand_runner = (
     else get_runners(spec, [candidate]).get(candidate)
 )
 if ref_runner is not None and cand_runner is not None:
-    changes = shown_changes(ref_runner, cand_runner, batches)
+    try:
+        pool = zip_batches(spec, flip_zip.name, flip_zip.getvalue()) if flip_zip else batches
+    except Exception as exc:
+        show_error(exc, f"reading {flip_zip.name if flip_zip else 'the images'}")
+        pool = batches
+    changes = shown_changes(ref_runner, cand_runner, pool)
     flipped = [(i, c) for i, c in enumerate(changes) if c.flipped]
     largest = max(c.largest_change for c in changes)
     st.caption(
         f"{len(flipped)} of {len(changes)} image(s) change their top-1 between {reference.value} "
         f"and {label}; largest probability change {largest:.3f}."
     )
-    for index, change in flipped:
-        name = batches.names[index]
+    if flipped:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "image": pool.names[i],
+                        reference.value: spec.labels[int(c.reference.argmax())],
+                        label: spec.labels[int(c.candidate.argmax())],
+                        "largest Δp": round(c.largest_change, 4),
+                    }
+                    for i, c in flipped
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            key="layers_flips",
+        )
+    for index, change in flipped[:MAX_FLIPS_DETAILED]:
+        name = pool.names[index]
         ref_top = spec.labels[int(change.reference.argmax())]
         cand_top = spec.labels[int(change.candidate.argmax())]
         with st.expander(f"{name}: {ref_top} → {cand_top}"):
@@ -191,11 +222,16 @@ if ref_runner is not None and cand_runner is not None:
                 hide_index=True,
                 key=f"layers_flip_{index}",
             )
+            worst_here = (
+                report.worst_for_image(index)
+                if pool is batches
+                else image_worst(variant_path(spec, reference), candidate_file, pool, index)
+            )
             tensors.dataframe(
                 pd.DataFrame(
                     [
                         {"#": r.index, "op": r.op, "tensor": short_name(r.tensor), "SNR dB": snr}
-                        for r, snr in report.worst_for_image(index)
+                        for r, snr in worst_here
                     ]
                 ).round(2),
                 hide_index=True,

@@ -323,3 +323,30 @@ def test_layers_page_compares_a_quantized_file_made_elsewhere(
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Tensors compared"] == "61"
     assert any("rebuilds a variant" in i.value for i in at.info)  # no fix for a foreign file
+
+
+def test_layers_page_finds_flips_in_a_labelled_zip(runners: RunnerPool) -> None:
+    import io
+    import zipfile
+
+    runners.get("fashion_mnist_cnn", Variant.W4)
+    sample = ZOO["fashion_mnist_cnn"].labelled_sample
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(sample.rglob("*.png")):
+            archive.write(path, f"{path.parent.name}/{path.name}")
+    at = start()
+    at.switch_page("pages/layers.py").run()
+    at.selectbox(key="layers_model").set_value("fashion_mnist_cnn").run()
+    at.selectbox(key="layers_candidate").set_value("w4").run()
+
+    at.file_uploader(key="layers_flip_zip").set_value(
+        ("fashion.zip", buffer.getvalue(), "application/zip")
+    ).run()
+
+    assert not at.exception and not at.error
+    (summary,) = [c.value for c in at.caption if "change their top-1" in c.value]
+    flips = int(summary.split(" of ")[0])
+    assert " of 200 image(s)" in summary and flips >= 1
+    assert len(at.expander) == min(flips, 5)
+    assert all(" → " in e.label and "/" in e.label for e in at.expander)  # class/file: a → b

@@ -16,11 +16,13 @@ from inference.benchmark import median_ms
 from inference.calibration import calibration_images
 from inference.convert import conversion_record, ensure_recipe
 from inference.custom import inspect_model, recipe_variant_spec
-from inference.evaluate import LabelledSet
+from inference.errors import InputError
+from inference.evaluate import LabelledSet, labelled_set
 from inference.layers import (
     AnswerChange,
     FloatSelection,
     LayerReport,
+    TensorError,
     answer_changes,
     compare_layers,
 )
@@ -30,6 +32,8 @@ from inference.runners import LiteRTRunner, Runner
 from ui.resources import ImageInput, session_dir
 
 MAX_REPORTS_PER_SESSION = 8
+MAX_ZIP_IMAGES = 2000
+"""Images of a labelled zip searched for flips (two predictions each)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,29 @@ def image_batches(spec: ModelSpec, images: Sequence[ImageInput], with_calibratio
             names.append(f"calibration/{path.name}")
             inputs.append(preprocess(decode_image(path, color_mode=pre.color_mode), pre))
     return Batches(names, inputs)
+
+
+def zip_batches(spec: ModelSpec, name: str, data: bytes) -> Batches:
+    """The readable images of a labelled zip, preprocessed (named ``class/file``)."""
+    pre = spec.preprocessing
+    names, inputs = [], []
+    for item in labelled_set(spec, data, name).images[:MAX_ZIP_IMAGES]:
+        try:
+            picture = decode_image(item.source, name=item.name, color_mode=pre.color_mode)
+        except InputError:
+            continue  # a damaged member is not a flip
+        names.append(item.name)
+        inputs.append(preprocess(picture, pre))
+    if not inputs:
+        raise InputError(f"{name}: none of its images could be read")
+    return Batches(names, inputs)
+
+
+def image_worst(
+    reference: Path, candidate: Path, batches: Batches, index: int
+) -> list[tuple[TensorError, float]]:
+    """The tensors with the lowest SNR on one image (a one-image layer report)."""
+    return compare_layers(reference, candidate, [batches.inputs[index]]).worst_for_image(0)
 
 
 def layer_report(
