@@ -350,3 +350,24 @@ def test_layers_page_finds_flips_in_a_labelled_zip(runners: RunnerPool) -> None:
     assert " of 200 image(s)" in summary and flips >= 1
     assert len(at.expander) == min(flips, 5)
     assert all(" → " in e.label and "/" in e.label for e in at.expander)  # class/file: a → b
+
+
+def test_layers_page_search_on_the_bundled_sample(runners: RunnerPool) -> None:
+    runners.get("fashion_mnist_cnn", Variant.INT8)
+    at = start()
+    at.switch_page("pages/layers.py").run()
+    at.selectbox(key="layers_model").set_value("fashion_mnist_cnn").run()
+
+    at.number_input(key="layers_max_drop").set_value(0.5).run()
+    at.button(key="layers_search").click().run()
+
+    assert not at.exception and not at.error
+    found = at.session_state["layers_search_result"]
+    chosen = found.result.chosen
+    assert chosen is not None and chosen.drop_points <= 0.5
+    assert found.rows[-1]["chosen"] is True
+    assert any("Chosen:" in s.value for s in at.success)
+    assert any(
+        s.title.startswith("Fashion-MNIST CNN · int8")
+        for s in at.session_state["custom_specs"].values()
+    )
