@@ -4,8 +4,9 @@ Given a labelled set and the largest drop in top-1 accuracy (in points) that
 is acceptable against the float model, :func:`search`:
 
 1. measures the float file and the plain quantized variant on the set;
-2. if the drop is too large, ranks the quantized model's tensors by SNR
-   (:func:`inference.layers.compare_layers` on a few of the set's images);
+2. if the drop is too large, ranks the quantized model's tensors by the SNR
+   each op loses (:func:`inference.layers.compare_layers` on a few of the
+   set's images);
 3. keeps the 1, 2, 4, 8, ... worst of them in float (a recipe with
    ``no_quantize`` rules), builds each candidate in the quantizer child and
    measures it, until one fits the budget or every tensor is float.
@@ -150,7 +151,8 @@ def search(
         if not order:
             probe = [inputs[i : i + 1] for i in range(min(PROBE_IMAGES, len(inputs)))]
             report = compare_layers(float_file, path, probe)
-            order = [record.tensor for record in report.worst(len(report.records))]
+            # Where damage is made, not where it shows: see FloatSelection.
+            order = [record.tensor for record in report.most_damaging(len(report.records))]
         if count >= len(order):
             return SearchResult(float_accuracy, max_drop, len(labels), tuple(steps), None)
         count = min(len(order), max(1, count * 2))

@@ -228,7 +228,7 @@ def _keep_float_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="keep the N tensors with the lowest SNR in float (ranked on the images, "
+        help="keep the N ops that lose the most SNR in float (ranked on the images, "
         "or on the calibration photos)",
     )
 

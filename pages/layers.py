@@ -128,7 +128,7 @@ with worst_table:
     table = pd.DataFrame([r.as_dict() for r in report.worst(10)])
     table["tensor"] = table["tensor"].map(short_name)
     table["shape"] = table["shape"].map(lambda s: "×".join(map(str, s)))
-    table = table[["index", "op", "snr_db", "clipped", "cosine", "shape", "tensor"]]
+    table = table[["index", "op", "snr_db", "loss_db", "clipped", "cosine", "shape", "tensor"]]
     st.dataframe(table, hide_index=True, width="stretch", key="layers_worst")
 with by_op:
     st.markdown("**By op type**")
@@ -254,13 +254,18 @@ st.caption(
 ops_cell, tensors_cell, worst_cell = st.columns([2, 3, 1])
 keep_ops = ops_cell.multiselect("Op types", sorted(rows["op"].unique()), key="layers_keep_ops")
 keep_tensors = tensors_cell.multiselect(
-    "Tensors (worst first)",
-    [r.tensor for r in report.worst(len(report.records))],
+    "Tensors (most damaging first)",
+    [r.tensor for r in report.most_damaging(len(report.records))],
     format_func=lambda t: f"{short_name(t)}",
     key="layers_keep_tensors",
 )
 keep_worst = worst_cell.number_input(
-    "The N worst", 0, len(report.records), 0, key="layers_keep_worst"
+    "The N most damaging",
+    0,
+    len(report.records),
+    0,
+    key="layers_keep_worst",
+    help="The ops that lose the most SNR (input's SNR minus output's): where damage is made.",
 )
 if st.button("Build and measure", key="layers_fix", type="primary"):
     selection = FloatSelection(
