@@ -15,6 +15,7 @@ checks the numeric settings itself, in its child process.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -151,6 +152,7 @@ def parse_recipe(text: str | bytes, *, name: str) -> Recipe:
     return Recipe(name=name, text=json.dumps(rules, sort_keys=True, separators=(",", ":")))
 
 
+@functools.cache  # asked for on every page rerun (cache keys); the files ship with the code
 def builtin_recipe(variant: Variant) -> Recipe:
     """The recipe that makes ``variant`` from the float model.
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import streamlit as st
@@ -31,6 +32,7 @@ from inference.runner_cache import RUNNERS, model_key
 from inference.runners import LiteRTRunner, Runner
 from ui.resources import ImageInput, session_dir
 
+T = TypeVar("T")
 MAX_REPORTS_PER_SESSION = 8
 MAX_ZIP_IMAGES = 2000
 """Images of a labelled zip searched for flips (two predictions each)."""
@@ -42,46 +44,72 @@ class Batches:
 
     names: list[str]
     inputs: list[np.ndarray]
+    digest: str
+    """Identifies the sources (image bytes, zip bytes) and the model's preprocessing."""
 
-    @property
-    def digest(self) -> str:
-        digest = hashlib.sha256()
-        for batch in self.inputs:
-            digest.update(batch.tobytes())
-        return digest.hexdigest()[:16]
+
+def _digest(spec: ModelSpec, *parts: bytes) -> str:
+    digest = hashlib.sha256(model_key(spec).encode())
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:16]
+
+
+def _kept(name: str, key: str, compute: Callable[[], T]) -> T:
+    """A one-entry session store: the value last computed for ``key``, else ``compute()``.
+
+    Reruns of the page (every widget change) must not decode a zip or run
+    thousands of predictions again.
+    """
+    stored = st.session_state.get(name)
+    if stored is not None and stored[0] == key:
+        return stored[1]
+    value = compute()
+    st.session_state[name] = (key, value)
+    return value
 
 
 def image_batches(spec: ModelSpec, images: Sequence[ImageInput], with_calibration: bool) -> Batches:
-    """Uploaded and sample images (and optionally the calibration photos), preprocessed."""
-    pre = spec.preprocessing
-    names, inputs = [], []
-    for image in images:
-        names.append(image.name)
-        inputs.append(
-            preprocess(decode_image(image.data, name=image.name, color_mode=pre.color_mode), pre)
-        )
-    if with_calibration:
-        folders = [spec.calibration_dir] if spec.calibration_dir else None
-        for path in calibration_images(folders):
-            names.append(f"calibration/{path.name}")
-            inputs.append(preprocess(decode_image(path, color_mode=pre.color_mode), pre))
-    return Batches(names, inputs)
+    """Uploaded and sample images (and optionally the calibration photos), preprocessed; kept."""
+    sources = [image.data for image in images]
+    key = _digest(spec, *sources, b"calibration" if with_calibration else b"")
+
+    def read() -> Batches:
+        pre = spec.preprocessing
+        names, inputs = [], []
+        for image in images:
+            names.append(image.name)
+            picture = decode_image(image.data, name=image.name, color_mode=pre.color_mode)
+            inputs.append(preprocess(picture, pre))
+        if with_calibration:
+            folders = [spec.calibration_dir] if spec.calibration_dir else None
+            for path in calibration_images(folders):
+                names.append(f"calibration/{path.name}")
+                inputs.append(preprocess(decode_image(path, color_mode=pre.color_mode), pre))
+        return Batches(names, inputs, key)
+
+    return _kept("layers_batches", key, read)
 
 
 def zip_batches(spec: ModelSpec, name: str, data: bytes) -> Batches:
-    """The readable images of a labelled zip, preprocessed (named ``class/file``)."""
-    pre = spec.preprocessing
-    names, inputs = [], []
-    for item in labelled_set(spec, data, name).images[:MAX_ZIP_IMAGES]:
-        try:
-            picture = decode_image(item.source, name=item.name, color_mode=pre.color_mode)
-        except InputError:
-            continue  # a damaged member is not a flip
-        names.append(item.name)
-        inputs.append(preprocess(picture, pre))
-    if not inputs:
-        raise InputError(f"{name}: none of its images could be read")
-    return Batches(names, inputs)
+    """The readable images of a labelled zip, preprocessed (named ``class/file``); kept."""
+    key = _digest(spec, data)
+
+    def read() -> Batches:
+        pre = spec.preprocessing
+        names, inputs = [], []
+        for item in labelled_set(spec, data, name).images[:MAX_ZIP_IMAGES]:
+            try:
+                picture = decode_image(item.source, name=item.name, color_mode=pre.color_mode)
+            except InputError:
+                continue  # a damaged member is not a flip
+            names.append(item.name)
+            inputs.append(preprocess(picture, pre))
+        if not inputs:
+            raise InputError(f"{name}: none of its images could be read")
+        return Batches(names, inputs, key)
+
+    return _kept("layers_zip_batches", key, read)
 
 
 def image_worst(
@@ -129,7 +157,14 @@ def uploaded_candidate(spec: ModelSpec, name: str, data: bytes) -> ModelSpec:
 
 
 def shown_changes(reference: Runner, candidate: Runner, batches: Batches) -> list[AnswerChange]:
-    return answer_changes(reference, candidate, batches.inputs)
+    """Both sides' answers on every image, kept for the same runners and images."""
+    key = "|".join(
+        (model_key(reference.spec), reference.variant, model_key(candidate.spec),
+         candidate.variant, batches.digest)
+    )  # fmt: skip
+    return _kept(
+        "layers_changes", key, lambda: answer_changes(reference, candidate, batches.inputs)
+    )
 
 
 def _register(made: ModelSpec) -> None:
