@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 TIMEOUT_ENV = "QUANTLENS_CONVERT_TIMEOUT"
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 """Bump when the Keras -> float conversion changes, to invalidate cached files."""
 QUANTIZER_VERSION = 1
 """Bump when the quantization stage changes (calibration, I/O), to invalidate cached files."""
