@@ -32,9 +32,9 @@ from inference.errors import InputError
 from inference.evaluate import LabelledSet
 from inference.layers import compare_layers
 from inference.preprocess import decode_image, preprocess
-from inference.recipes import builtin_recipe, tensor_regex
+from inference.recipes import tensor_regex, variant_recipe
 from inference.runners import LiteRTRunner, Runner
-from inference.specs import ModelSpec, Variant
+from inference.specs import AnyVariant, ModelSpec, Variant
 
 __all__ = ["SearchResult", "SearchStep", "labelled_inputs", "search"]
 
@@ -107,7 +107,7 @@ def search(
     dataset: LabelledSet,
     *,
     max_drop: float = 0.5,
-    variant: Variant = Variant.INT8,
+    variant: AnyVariant = Variant.INT8,
     on_step: Callable[[SearchStep], None] | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
@@ -121,7 +121,7 @@ def search(
     inputs, labels = labelled_inputs(spec, dataset)
     float_file = ensure_variants(spec, [Variant.FP32], progress=progress)[Variant.FP32]
     float_accuracy = _accuracy(LiteRTRunner(spec, Variant.FP32, float_file), inputs, labels)
-    base = builtin_recipe(variant)
+    base = variant_recipe(variant)
     steps: list[SearchStep] = []
     order: list[str] = []
     count = 0

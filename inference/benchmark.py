@@ -22,13 +22,13 @@ import numpy as np
 from PIL import Image
 
 from inference.child import Progress
-from inference.convert import ensure_variants
+from inference.convert import conversion_record, ensure_variants
 from inference.loading import load_runner
 from inference.paths import SAMPLES_DIR
 from inference.pipeline import classify
 from inference.preprocess import decode_image, preprocess
 from inference.runners import LiteRTRunner, Runner
-from inference.specs import ModelSpec, Variant
+from inference.specs import AnyVariant, ModelSpec, Variant
 from inference.system import default_threads, resident_bytes
 from inference.tflite_file import open_interpreter
 from inference.zoo import DEFAULT_MODEL
@@ -89,7 +89,7 @@ class BenchResult:
     """One model variant's costs."""
 
     model: str
-    variant: Variant
+    variant: AnyVariant
     threads: int
     load_ms: float
     first_ms: float
@@ -99,6 +99,9 @@ class BenchResult:
     rss_delta_bytes: int
     macs: int | None
     samples_ms: tuple[float, ...] = field(repr=False, default=())
+    convert_seconds: float | None = None
+    """How long making this variant's file took (its cache sidecar); None for Keras or a
+    file someone brought."""
 
     @property
     def gmacs_per_second(self) -> float | None:
@@ -113,6 +116,7 @@ class BenchResult:
             "variant": self.variant.value,
             "threads": self.threads,
             "size MB": round(self.size_bytes / 1e6, 2),
+            "convert s": self.convert_seconds,
             "RSS +MB": round(self.rss_delta_bytes / 1e6, 1),
             "load ms": round(self.load_ms, 1),
             "first ms": round(self.first_ms, 2),
@@ -184,7 +188,7 @@ def _time_calls(call: Callable[[], object], runs: int) -> list[float]:
 
 def benchmark(
     spec: ModelSpec,
-    variant: Variant,
+    variant: AnyVariant,
     *,
     runs: int = 50,
     warmup: int = 5,
@@ -219,6 +223,11 @@ def benchmark(
         rss_delta_bytes=rss_delta,
         macs=macs,
         samples_ms=tuple(samples),
+        convert_seconds=(
+            conversion_record(runner.path).get("seconds")
+            if isinstance(runner, LiteRTRunner)
+            else None
+        ),
     )
     return result, runner
 
@@ -315,13 +324,13 @@ def median(samples: Sequence[float]) -> float:
 
 
 def run_benchmarks(
-    jobs: Sequence[tuple[ModelSpec, Variant]],
+    jobs: Sequence[tuple[ModelSpec, AnyVariant]],
     *,
     runs: int = 50,
     warmup: int = 5,
     threads: int | None = None,
-    on_job: Callable[[ModelSpec, Variant, float], None] | None = None,
-    on_error: Callable[[ModelSpec, Variant, Exception], None] | None = None,
+    on_job: Callable[[ModelSpec, AnyVariant, float], None] | None = None,
+    on_error: Callable[[ModelSpec, AnyVariant, Exception], None] | None = None,
     convert_progress: Progress | None = None,
 ) -> list[tuple[BenchResult, Runner]]:
     """Benchmark each (model, variant): convert what is missing first, then measure.
@@ -341,7 +350,7 @@ def run_benchmarks(
             goes on); the other jobs still run. Without it, the first failure raises.
         convert_progress: Conversion progress, as for ``ensure_variants``.
     """
-    by_model: dict[str, list[Variant]] = {}
+    by_model: dict[str, list[AnyVariant]] = {}
     specs: dict[str, ModelSpec] = {}
     for spec, variant in jobs:
         specs.setdefault(spec.name, spec)
@@ -356,7 +365,7 @@ def run_benchmarks(
             # add QUANTIZE/DEQUANTIZE ops that do no multiply-adds).
             reference = [Variant.FP32] if Variant.FP32 in spec.variants else []
             convertible = sorted(
-                {*[v for v in variants if v.is_tflite], *reference}, key=list(Variant).index
+                {*[v for v in variants if v.is_tflite], *reference}, key=spec.variants.index
             )
             paths = ensure_variants(spec, convertible, progress=convert_progress)
             macs[name] = count_macs(paths[convertible[0]])

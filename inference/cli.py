@@ -39,8 +39,17 @@ from inference.layers import FloatSelection, LayerReport, compare_layers, short_
 from inference.loading import load_runners
 from inference.pipeline import classify
 from inference.preprocess import decode_image, image_files, preprocess
-from inference.recipes import Recipe, builtin_recipe, load_recipe
-from inference.specs import NORMALIZE_HELP, TFLITE_VARIANTS, ModelSpec, Variant, parse_variants
+from inference.recipes import Recipe, load_recipe, variant_recipe
+from inference.saved_variants import save_variant, with_saved
+from inference.specs import (
+    NORMALIZE_HELP,
+    TFLITE_VARIANTS,
+    AnyVariant,
+    ModelSpec,
+    Variant,
+    check_variant_name,
+    parse_variants,
+)
 from inference.system import machine
 from inference.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
 
@@ -117,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument(
         "--recipe",
         required=True,
-        help="a built-in recipe (fp16, dynamic, int8, int16x8, w4) or a recipe .json file",
+        help="a built-in recipe (fp16, dynamic, int8, int16x8, w4), a saved variant's name, "
+        "or a recipe .json file",
     )
     quantize.add_argument(
         "--calibration",
@@ -128,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="images or folders for calibrated recipes (default: the model's set)",
     )
     _keep_float_arguments(quantize)
+    quantize.add_argument(
+        "--name",
+        default=None,
+        help="save the variant under this name: then --variant NAME works in predict, bench, "
+        "evaluate and layers, and the pages list it with the model's variants",
+    )
     quantize.add_argument("--json", action="store_true", help="print JSON")
 
     layers = sub.add_parser(
@@ -193,12 +209,18 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"a zoo name ({', '.join(ZOO)}) or a .keras/.h5/.tflite file "
         f"(default {DEFAULT_MODEL})",
     )
-    parser.add_argument("--labels", type=Path, default=None, help="labels file for your own model")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels file for your own model (default: the .tflite's metadata, if any)",
+    )
     parser.add_argument(
         "--normalize",
-        default="raw",
+        default=None,
         choices=list(NORMALIZE_HELP),
-        help="pixel scaling your own model expects (default raw: 0-255)",
+        help="pixel scaling your own model expects (default: the .tflite's metadata, "
+        "else raw: 0-255)",
     )
     parser.add_argument(
         "--outputs",
@@ -265,10 +287,11 @@ def resolve_model(args: argparse.Namespace) -> ModelSpec:
     if name in ZOO:
         if args.labels is not None:
             raise InputError(f"--labels is for your own model file; {name} has its own labels")
-        return get_spec(name)
+        return with_saved(get_spec(name))
     if Path(name).suffix.lower() in CUSTOM_SUFFIXES:
         outputs = None if args.outputs == "auto" else args.outputs
-        return custom_spec(name, args.labels, normalize=args.normalize, outputs=outputs)
+        spec = custom_spec(name, args.labels, normalize=args.normalize, outputs=outputs)
+        return with_saved(spec)
     return get_spec(name)  # raises, listing the choices
 
 
@@ -277,7 +300,7 @@ def _progress(message: str, fraction: float) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [describe(spec) for spec in ZOO.values()]
+    rows = [describe(with_saved(spec)) for spec in ZOO.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -317,10 +340,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
+        width = max([8, *(len(v.value) for v in variants)])
         for result in results:
             classes = "  ".join(f"{c.label} {c.score:.1%}" for c in result.top_k)
             print(
-                f"{result.image}  {result.model} {result.variant.value:<8} "
+                f"{result.image}  {result.model} {result.variant.value:<{width}} "
                 f"{result.timing.total:7.1f} ms  {classes}"
             )
     return 1 if failed else 0
@@ -339,18 +363,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     spec = resolve_model(args)
     selection = _selection(args)
-    base = load_recipe(args.recipe)
+    if args.name is not None:
+        check_variant_name(args.name)
+    saved = {v.value: v for v in spec.recipe_variants}
+    base = variant_recipe(saved[args.recipe]) if args.recipe in saved else load_recipe(args.recipe)
     report = _ranking_report(spec, base, args.calibration, []) if selection.worst else None
     recipe = selection.apply(base, report)
+    if args.name is not None:  # the file is named after it: the saved variant finds it
+        recipe = Recipe(name=args.name, text=recipe.text)
     start = time.perf_counter()
     path = ensure_recipe(spec, recipe, progress=_progress, calibration=args.calibration)
     seconds = conversion_record(path).get("seconds", time.perf_counter() - start)
+    if args.name is not None:
+        save_variant(spec, args.name, recipe, tuple(args.calibration or ()))
     if args.json:
-        row = {"model": spec.name, "recipe": recipe.name, "path": str(path),
-               "bytes": path.stat().st_size, "seconds": seconds}  # fmt: skip
+        row = {"model": spec.name, "recipe": recipe.name, "variant": args.name,
+               "path": str(path), "bytes": path.stat().st_size, "seconds": seconds}  # fmt: skip
         print(json.dumps(row, indent=2))
     else:
         print(path)
+        if args.name is not None:
+            print(f"saved as the variant {args.name!r} of {spec.name}: use --variant "
+                  f"{args.name}", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -411,7 +445,7 @@ def _layer_inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray
         if selection:
             if not variant.is_quantized:
                 raise UsageError(f"--keep-float needs a quantized --variant; received {variant}")
-            base = builtin_recipe(variant)
+            base = variant_recipe(variant)
             images = [Path(p) for p in args.images]
             report = _ranking_report(spec, base, None, images) if selection.worst else None
             candidate = ensure_recipe(spec, selection.apply(base, report), progress=_progress)
@@ -452,11 +486,11 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    specs = [get_spec(name.strip()) for name in args.models.split(",") if name.strip()]
+    specs = [with_saved(get_spec(n.strip())) for n in args.models.split(",") if n.strip()]
     images = _image_files(args.images) if args.images else []
     jobs = [(spec, v) for spec in specs for v in parse_variants(args.variants, spec.variants)]
 
-    def announce(spec: ModelSpec, variant: Variant, fraction: float) -> None:
+    def announce(spec: ModelSpec, variant: AnyVariant, fraction: float) -> None:
         print(f"bench: {spec.name} {variant.value}", file=sys.stderr, flush=True)
 
     measured = bench.run_benchmarks(

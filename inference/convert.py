@@ -36,9 +36,10 @@ from inference.calibration import calibration_id, calibration_images
 from inference.child import ChildFailed, Progress, run_child
 from inference.errors import ConversionError, InputError
 from inference.paths import CACHE_ENV, cache_dir
-from inference.recipes import Recipe, builtin_recipe
-from inference.specs import ModelSpec, Variant
+from inference.recipes import Recipe, variant_recipe
+from inference.specs import AnyVariant, ModelSpec, RecipeVariant, Variant
 from inference.tflite_file import is_valid
+from inference.tflite_metadata import describe_spec
 
 __all__ = [
     "CACHE_ENV",
@@ -55,7 +56,7 @@ __all__ = [
 TIMEOUT_ENV = "QUANTLENS_CONVERT_TIMEOUT"
 CONVERTER_VERSION = 3
 """Bump when the Keras -> float conversion changes, to invalidate cached files."""
-QUANTIZER_VERSION = 1
+QUANTIZER_VERSION = 2
 """Bump when the quantization stage changes (calibration, I/O), to invalidate cached files."""
 DEFAULT_TIMEOUT_S = 900.0
 QUANTIZER_MEMORY_BYTES = 4 * 1024**3
@@ -85,6 +86,7 @@ def float_path(spec: ModelSpec) -> Path:
         "tensorflow": f"{_version('tensorflow')}/{_version('tensorflow-cpu')}",
         "keras": _version("keras"),
         "converter": CONVERTER_VERSION,
+        "metadata": _digest(describe_spec(spec)),
     }
     return cache_dir() / f"{spec.name}-fp32-{_digest(key)}.tflite"
 
@@ -99,6 +101,7 @@ def recipe_path(spec: ModelSpec, recipe: Recipe, calibration: Sequence[Path] | N
         "float": float_path(spec).name if not spec.is_tflite_file else spec.fingerprint,
         "recipe": recipe.text,
         "quantizer": f"{_version('ai-edge-quantizer')}/{QUANTIZER_VERSION}",
+        "metadata": _digest(describe_spec(spec)),
     }
     if recipe.needs_calibration:
         key["calibration"] = calibration_id(calibration_set(spec, calibration))
@@ -106,8 +109,17 @@ def recipe_path(spec: ModelSpec, recipe: Recipe, calibration: Sequence[Path] | N
     return cache_dir() / f"{spec.name}-{_label(recipe)}-{_digest(key)}.tflite"
 
 
+def _own_calibration(
+    variant: AnyVariant, calibration: Sequence[Path] | None
+) -> Sequence[Path] | None:
+    """The caller's calibration images, else those a saved recipe variant was made with."""
+    if calibration or not isinstance(variant, RecipeVariant) or not variant.calibration:
+        return calibration
+    return [Path(p) for p in variant.calibration]
+
+
 def variant_path(
-    spec: ModelSpec, variant: Variant, calibration: Sequence[Path] | None = None
+    spec: ModelSpec, variant: AnyVariant, calibration: Sequence[Path] | None = None
 ) -> Path:
     """Where the file of ``spec`` as ``variant`` lives."""
     if variant is Variant.FP32:
@@ -115,7 +127,7 @@ def variant_path(
     if spec.is_tflite_file and variant is spec.variants[0]:
         assert spec.path is not None
         return spec.path
-    return recipe_path(spec, builtin_recipe(variant), calibration)
+    return recipe_path(spec, variant_recipe(variant), _own_calibration(variant, calibration))
 
 
 def calibration_set(spec: ModelSpec, calibration: Sequence[Path] | None) -> list[Path]:
@@ -125,7 +137,7 @@ def calibration_set(spec: ModelSpec, calibration: Sequence[Path] | None) -> list
     return calibration_images([spec.calibration_dir] if spec.calibration_dir else None)
 
 
-def is_converted(spec: ModelSpec, variant: Variant) -> bool:
+def is_converted(spec: ModelSpec, variant: AnyVariant) -> bool:
     """Whether a valid file exists (with the default calibration set for calibrated recipes)."""
     if not variant.is_tflite or variant not in spec.variants:
         return False
@@ -158,17 +170,19 @@ def _timeout(timeout: float | None) -> float:
 
 def ensure_variants(
     spec: ModelSpec,
-    variants: Sequence[Variant],
+    variants: Sequence[AnyVariant | str],
     *,
     progress: Progress | None = None,
     calibration: Sequence[Path] | None = None,
     timeout: float | None = None,
-) -> dict[Variant, Path]:
+) -> dict[AnyVariant, Path]:
     """Return the cached ``.tflite`` file of each variant, making the missing ones.
 
     Args:
         spec: A zoo spec, a custom Keras spec, or a float ``.tflite`` someone brought.
-        variants: TFLite variants to make available.
+        variants: TFLite variants to make available (or their names), saved recipe
+            variants included: each is made with its own calibration set unless
+            ``calibration`` is given.
         progress: Called with (message, fraction done) as the stages proceed.
         calibration: Images or folders for calibrated recipes (default: the model's set).
         timeout: Seconds before a child process is killed
@@ -179,20 +193,25 @@ def ensure_variants(
         ModelUnavailableError: The model's weights cannot be obtained.
         InputError: A variant is not a TFLite one, or not offered by this model.
     """
-    wanted = [Variant(v) for v in variants]
-    for variant in wanted:
-        if not variant.is_tflite:
-            raise InputError(f"expected a TFLite variant to convert; received {variant.value!r}")
-        if variant not in spec.variants:
-            offered = ", ".join(v.value for v in spec.variants)
-            raise InputError(
-                f"{spec.title} offers the variants {{{offered}}}; received {variant.value!r}"
-            )
+    for name in variants:
+        if name == Variant.ORIGINAL:
+            raise InputError(f"expected a TFLite variant to convert; received {str(name)!r}")
+    wanted = [spec.variant(v) for v in variants]
     if spec.is_tflite_file and wanted == [spec.variants[0]]:
         return {wanted[0]: variant_path(spec, wanted[0])}
-    recipes = {v: builtin_recipe(v) for v in wanted if v.is_quantized}
-    made = _ensure(spec, list(recipes.values()), progress, calibration, timeout)
-    return {v: made[recipes[v]] if v in recipes else float_path(spec) for v in wanted}
+    groups: dict[tuple[Path, ...] | None, list[AnyVariant]] = {}
+    for variant in wanted:
+        if variant.is_quantized:
+            own = _own_calibration(variant, calibration)
+            groups.setdefault(tuple(own) if own else None, []).append(variant)
+    paths: dict[AnyVariant, Path] = {v: float_path(spec) for v in wanted if not v.is_quantized}
+    if not groups:
+        _ensure(spec, [], progress, calibration, timeout)
+    for images, members in groups.items():
+        recipes = {v: variant_recipe(v) for v in members}
+        made = _ensure(spec, list(recipes.values()), progress, images, timeout)
+        paths.update({v: made[recipes[v]] for v in members})
+    return {v: paths[v] for v in wanted}
 
 
 def ensure_recipe(
@@ -280,6 +299,7 @@ def _quantize(
         "float": str(source),
         "preprocessing": dataclasses.asdict(spec.preprocessing),
         "calibration": [str(p) for p in images],
+        "metadata": describe_spec(spec),
         "jobs": [{"name": r.name, "rules": r.rules, "output": str(p)} for r, p in outputs.items()],
     }
     try:

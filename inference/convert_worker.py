@@ -30,6 +30,7 @@ from typing import Any
 from inference.builders import build_keras_model, import_tensorflow
 from inference.child import emit, serve, write_atomically
 from inference.specs import ModelSpec
+from inference.tflite_metadata import describe_spec, with_metadata
 
 
 def progress(message: str, fraction: float) -> None:
@@ -74,8 +75,9 @@ def convert(request: dict[str, Any]) -> dict[str, Any]:
         flatbuffer = _frozen_tflite(model)
         if flatbuffer is None:
             model.export(str(exported), format="litert", verbose=False)
-        else:
-            exported.write_bytes(flatbuffer)
+            flatbuffer = exported.read_bytes()
+        # Labels and input scaling travel inside the file (MediaPipe reads them).
+        exported.write_bytes(with_metadata(flatbuffer, **describe_spec(spec)))
         os.replace(exported, output)  # same folder: an atomic rename
     seconds = time.perf_counter() - start
     record = {"recipe_name": "fp32", "made_by": "TFLiteConverter", "seconds": round(seconds, 2)}

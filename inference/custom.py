@@ -114,7 +114,7 @@ def custom_spec(
     model_path: str | Path,
     labels_path: str | Path | None = None,
     *,
-    normalize: NormalizeMode = "raw",
+    normalize: NormalizeMode | None = None,
     outputs: OutputKind | None = None,
     title: str | None = None,
 ) -> ModelSpec:
@@ -127,9 +127,11 @@ def custom_spec(
     Args:
         model_path: The model file.
         labels_path: One label per line; its count must equal the model's
-            outputs. Without it, classes are named ``class 0``, ``class 1``, ...
+            outputs. Without it, the labels in a ``.tflite``'s metadata, else
+            ``class 0``, ``class 1``, ...
         normalize: Pixel scaling the model expects (see ``Preprocessing``);
-            ``raw`` (0-255) suits models that rescale inside themselves.
+            ``None`` takes it from a ``.tflite``'s metadata, else ``raw`` (0-255,
+            for models that rescale inside themselves).
         outputs: ``probabilities`` or ``logits``; ``None`` reads it from the
             graph (a final softmax means probabilities).
         title: Display name (default: the file name).
@@ -150,6 +152,7 @@ def custom_spec(
     facts = inspect_model(path)
     height, width, channels = (int(d) for d in facts["input_shape"])
     classes = int(facts["classes"])
+    metadata: dict[str, Any] = facts.get("metadata") or {}
     is_tflite = path.suffix.lower() == ".tflite"
     # A float .tflite is quantized like a zoo model; a quantized one runs as itself.
     if not is_tflite:
@@ -174,8 +177,11 @@ def custom_spec(
                 f"{Path(labels_path).name}: the model has {classes} outputs but the labels "
                 f"file has {len(labels)} labels; expected one label per output"
             )
+    elif metadata.get("labels") and len(metadata["labels"]) == classes:
+        labels = tuple(str(label) for label in metadata["labels"])
     else:
         labels = tuple(f"class {i}" for i in range(classes))
+    normalize = normalize or metadata.get("normalize") or "raw"
     return ModelSpec(
         name=f"custom_{fingerprint}",
         title=title or path.name,
@@ -225,7 +231,7 @@ def store_upload(
     data: bytes,
     labels: bytes | None = None,
     *,
-    normalize: NormalizeMode = "raw",
+    normalize: NormalizeMode | None = None,
     outputs: OutputKind | None = None,
 ) -> ModelSpec:
     """Save an uploaded model (and labels) under generated names in ``folder``, then check it.

@@ -27,7 +27,7 @@ import numpy as np
 from inference.errors import InputError
 from inference.preprocess import decode_image, preprocess
 from inference.runners import Runner
-from inference.specs import ModelSpec, Variant
+from inference.specs import AnyVariant, ModelSpec, Variant
 
 __all__ = [
     "Evaluation",
@@ -186,7 +186,7 @@ def labelled_set(spec: ModelSpec, archive: bytes | None, name: str = "archive.zi
 class VariantScore:
     """How one variant did on the set."""
 
-    variant: Variant
+    variant: AnyVariant
     accuracy: float
     top5: float
     agreement: float | None
@@ -209,7 +209,7 @@ class VariantScore:
 @dataclass(frozen=True)
 class Evaluation:
     model: str
-    reference: Variant
+    reference: AnyVariant
     classes: tuple[int, ...]
     labels: tuple[str, ...]
     images: int
@@ -225,9 +225,9 @@ class Evaluation:
             rows.append(row)
         return rows
 
-    def confusion_rows(self, variant: Variant) -> list[dict[str, object]]:
+    def confusion_rows(self, variant: AnyVariant) -> list[dict[str, object]]:
         """Long-form confusion matrix: true class, predicted class, count."""
-        score = next(s for s in self.scores if s.variant is variant)
+        score = next(s for s in self.scores if s.variant == variant)
         names = [self.labels[i] for i in self.classes] + ["other"]
         return [
             {"true": names[r], "predicted": names[c], "count": int(score.confusion[r, c])}
@@ -238,7 +238,7 @@ class Evaluation:
 
 def evaluate(
     spec: ModelSpec,
-    runners: dict[Variant, Runner],
+    runners: dict[AnyVariant, Runner],
     dataset: LabelledSet,
     *,
     progress: Callable[[str, float], None] | None = None,
@@ -255,8 +255,8 @@ def evaluate(
         raise InputError("expected at least one variant to evaluate; received none")
     problems = list(dataset.problems)
     reference = Variant.ORIGINAL if Variant.ORIGINAL in runners else next(iter(runners))
-    top5_rows: dict[Variant, list[np.ndarray]] = {v: [] for v in runners}
-    per_image_ms: dict[Variant, list[float]] = {v: [] for v in runners}
+    top5_rows: dict[AnyVariant, list[np.ndarray]] = {v: [] for v in runners}
+    per_image_ms: dict[AnyVariant, list[float]] = {v: [] for v in runners}
     truths: list[int] = []
     total = len(dataset.images)
     # Batch by batch: decode and preprocess once, run every variant, keep only the top-5,
@@ -301,7 +301,7 @@ def evaluate(
         per_class = {c: float(np.mean(top1[truth == c] == c)) for c in classes}
         agreement = (
             None
-            if variant is reference
+            if variant == reference
             else float(np.mean(top1 == top5_by_variant[reference][:, 0]))
         )
         scores.append(

@@ -1,7 +1,8 @@
 """The model-check child process: ``python -m inference.inspect_worker < {"path": FILE}``.
 
 Opens a user's model file within the limits :func:`inference.custom.inspect_model`
-sets, and answers with its facts in :mod:`inference.child`'s protocol.
+sets, and answers with its facts in :mod:`inference.child`'s protocol; for a
+``.tflite``, also the labels and input scaling its TFLite metadata declares.
 """
 
 from __future__ import annotations
@@ -13,18 +14,23 @@ from typing import Any
 from inference.builders import describe_keras_file
 from inference.child import serve
 from inference.tflite_file import inspect_tflite
+from inference.tflite_metadata import read_metadata
 
 
 def describe(request: dict[str, Any]) -> dict[str, Any]:
     path = Path(request["path"])
     if path.suffix.lower() == ".tflite":
         facts = inspect_tflite(path)
+        found = read_metadata(path.read_bytes())
         return {
             "input_shape": list(facts.input_shape),
             "classes": facts.classes,
             "outputs": facts.outputs,
             "variant": facts.variant.value,
             "tensor_bytes": facts.tensor_bytes,
+            "metadata": None
+            if found is None
+            else {"labels": list(found.labels), "normalize": found.normalize, "name": found.name},
         }
     return describe_keras_file(path)
 

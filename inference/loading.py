@@ -9,27 +9,15 @@ import numpy as np
 
 from inference.child import Progress
 from inference.convert import ensure_variants
-from inference.errors import InputError
 from inference.runners import KerasRunner, LiteRTRunner, Runner
-from inference.specs import ModelSpec, Variant
+from inference.specs import AnyVariant, ModelSpec, Variant
 
 __all__ = ["load_runner", "load_runners", "tflite_path"]
 
 
-def _offered(spec: ModelSpec, variant: Variant | str) -> Variant:
-    variant = Variant(variant)
-    if variant not in spec.variants:
-        offered = ", ".join(v.value for v in spec.variants)
-        raise InputError(
-            f"expected variant to be one of {{{offered}}} for {spec.name}; "
-            f"received {variant.value!r}"
-        )
-    return variant
-
-
 def tflite_path(
     spec: ModelSpec,
-    variant: Variant,
+    variant: AnyVariant,
     *,
     progress: Progress | None = None,
     calibration: Sequence[Path] | None = None,
@@ -40,7 +28,7 @@ def tflite_path(
 
 def load_runner(
     spec: ModelSpec,
-    variant: Variant | str,
+    variant: AnyVariant | str,
     *,
     threads: int | None = None,
     progress: Progress | None = None,
@@ -63,7 +51,7 @@ def load_runner(
         ModelUnavailableError: The model's weights cannot be obtained.
         ConversionError: Conversion failed.
     """
-    variant = _offered(spec, variant)
+    variant = spec.variant(variant)
     runner: Runner
     if variant is Variant.ORIGINAL:
         runner = KerasRunner.from_spec(spec)
@@ -77,14 +65,14 @@ def load_runner(
 
 def load_runners(
     spec: ModelSpec,
-    variants: Sequence[Variant],
+    variants: Sequence[AnyVariant | str],
     *,
     threads: int | None = None,
     progress: Progress | None = None,
     calibration: Sequence[Path] | None = None,
 ) -> list[Runner]:
     """Load several variants, converting all missing ones in one converter process."""
-    wanted = [_offered(spec, v) for v in variants]
+    wanted = [spec.variant(v) for v in variants]
     to_convert = [v for v in wanted if v.is_tflite]
     if to_convert:
         ensure_variants(spec, to_convert, progress=progress, calibration=calibration)

@@ -30,6 +30,7 @@ from inference.child import emit, serve, write_atomically
 from inference.errors import InputError
 from inference.specs import Preprocessing
 from inference.tflite_file import signature_input
+from inference.tflite_metadata import with_metadata
 
 CALIBRATION_THREADS = 2
 
@@ -89,7 +90,10 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
             result = qt.quantize(
                 qsvs if qt.need_calibration else None, enable_progress_report=False
             )
-        write_atomically(output, bytes(result.quantized_model))
+        made = bytes(result.quantized_model)
+        if request.get("metadata"):  # the quantizer keeps the metadata but drops the labels
+            made = with_metadata(made, **request["metadata"])
+        write_atomically(output, made)
         seconds[name] = time.perf_counter() - start
         record = {"recipe_name": name, "recipe": rules, "made_by": "ai-edge-quantizer",
                   "seconds": round(seconds[name], 2)}  # fmt: skip

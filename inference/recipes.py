@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.errors import InputError
-from inference.specs import Variant
+from inference.specs import AnyVariant, RecipeVariant, Variant
 
 __all__ = [
     "BUILTIN_DIR",
@@ -34,6 +34,7 @@ __all__ = [
     "load_recipe",
     "parse_recipe",
     "tensor_regex",
+    "variant_recipe",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "recipes"
@@ -163,6 +164,18 @@ def builtin_recipe(variant: Variant) -> Recipe:
     if not path.is_file():
         raise InputError(f"{variant.value} is not made by a quantization recipe")
     return parse_recipe(path.read_text(encoding="utf-8"), name=variant.value)
+
+
+@functools.lru_cache(maxsize=64)  # variants are asked for their path on every page rerun
+def variant_recipe(variant: AnyVariant) -> Recipe:
+    """The recipe that makes ``variant``: built in, or the one saved with it.
+
+    Raises:
+        InputError: The variant is not made by a recipe, or its saved recipe is invalid.
+    """
+    if isinstance(variant, RecipeVariant):
+        return parse_recipe(variant.recipe, name=variant.value)
+    return builtin_recipe(variant)
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:

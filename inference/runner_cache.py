@@ -14,9 +14,10 @@ import hashlib
 import threading
 from collections import OrderedDict
 
+from inference.errors import InputError
 from inference.loading import load_runner
 from inference.runners import Runner
-from inference.specs import ModelSpec, Variant
+from inference.specs import AnyVariant, ModelSpec
 
 __all__ = ["MAX_CACHED_RUNNERS", "RUNNERS", "RunnerCache", "model_key"]
 
@@ -40,13 +41,13 @@ class RunnerCache:
 
     def __init__(self, capacity: int = MAX_CACHED_RUNNERS) -> None:
         self.capacity = capacity
-        self._runners: OrderedDict[tuple[str, Variant], Runner] = OrderedDict()
+        self._runners: OrderedDict[tuple[str, AnyVariant], Runner] = OrderedDict()
         self._lock = threading.Lock()
-        self._loading: dict[tuple[str, Variant], threading.Lock] = {}
+        self._loading: dict[tuple[str, AnyVariant], threading.Lock] = {}
 
-    def get(self, spec: ModelSpec, variant: Variant | str) -> Runner:
+    def get(self, spec: ModelSpec, variant: AnyVariant | str) -> Runner:
         """The shared runner of ``spec`` as ``variant``, loading it on first use."""
-        key = (model_key(spec), Variant(variant))
+        key = (model_key(spec), spec.variant(variant))
         with self._lock:
             if key in self._runners:
                 self._runners.move_to_end(key)
@@ -67,10 +68,14 @@ class RunnerCache:
                     self._runners.popitem(last=False)
             return runner
 
-    def __contains__(self, item: tuple[ModelSpec, Variant]) -> bool:
+    def __contains__(self, item: tuple[ModelSpec, AnyVariant | str]) -> bool:
         spec, variant = item
+        try:
+            key = (model_key(spec), spec.variant(variant))
+        except InputError:
+            return False
         with self._lock:
-            return (model_key(spec), Variant(variant)) in self._runners
+            return key in self._runners
 
     def __len__(self) -> int:
         with self._lock:

@@ -20,7 +20,7 @@ import numpy as np
 
 from inference.builders import build_keras_model, import_tensorflow
 from inference.errors import InputError
-from inference.specs import Category, ModelSpec, OutputKind, Variant
+from inference.specs import AnyVariant, Category, ModelSpec, OutputKind, Variant
 from inference.system import default_threads
 from inference.tflite_file import open_interpreter
 
@@ -62,7 +62,7 @@ class Runner(ABC):
     """Runs one model variant: ``predict(batch) -> probabilities``. Thread-safe."""
 
     spec: ModelSpec
-    variant: Variant
+    variant: AnyVariant
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -125,7 +125,7 @@ class LiteRTRunner(Runner):
     """
 
     def __init__(
-        self, spec: ModelSpec, variant: Variant, path: Path, *, threads: int | None = None
+        self, spec: ModelSpec, variant: AnyVariant, path: Path, *, threads: int | None = None
     ) -> None:
         self.spec = spec
         self.variant = variant

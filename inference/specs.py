@@ -8,22 +8,25 @@ travels to a child as JSON (:meth:`ModelSpec.to_json` / :meth:`ModelSpec.from_js
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, ClassVar, Literal, TypeAlias, cast, get_args
 
 import numpy as np
 
-from inference.errors import UsageError
+from inference.errors import InputError, UsageError
 
 __all__ = [
     "NORMALIZE_HELP",
+    "AnyVariant",
     "Category",
     "ModelSpec",
     "NormalizeMode",
     "OutputKind",
     "Prediction",
     "Preprocessing",
+    "RecipeVariant",
     "Source",
     "Timing",
     "Variant",
@@ -64,37 +67,106 @@ class Variant(enum.StrEnum):
         return self not in (Variant.ORIGINAL, Variant.FP32)
 
 
+VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class RecipeVariant:
+    """A variant made from the float file by a recipe someone saved under a name.
+
+    It stands next to the built-in variants wherever a model's variants are
+    listed (``--variant int8,mine``, the pages' pickers); the name is all a
+    person types. ``recipe`` is the recipe's JSON text (checked where it is
+    parsed, :func:`inference.recipes.variant_recipe`).
+    """
+
+    value: str
+    """The name: lower-case letters, digits, ``-`` and ``_``; never a built-in variant's."""
+    recipe: str
+    calibration: tuple[str, ...] = ()
+    """Calibration images or folders it was made with (empty: the model's own set)."""
+    is_tflite: ClassVar[bool] = True
+    is_quantized: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_variant_name(self.value)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.value, "recipe": self.recipe, "calibration": list(self.calibration)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecipeVariant:
+        return cls(data["name"], data["recipe"], tuple(data.get("calibration") or ()))
+
+
+AnyVariant: TypeAlias = Variant | RecipeVariant
+"""A built-in variant or one made by a saved recipe."""
+
+
+def check_variant_name(name: str) -> str:
+    """Check a name for a saved recipe variant.
+
+    Raises:
+        UsageError: Not 1-32 lower-case letters, digits, '-' or '_' starting with a
+            letter, or the name of a built-in variant.
+    """
+    if name in {v.value for v in Variant}:
+        raise UsageError(f"{name!r} is a built-in variant; choose another name for your recipe")
+    if not VARIANT_NAME.match(name):
+        raise UsageError(
+            "expected a variant name of 1-32 lower-case letters, digits, '-' or '_', "
+            f"starting with a letter; received {name!r}"
+        )
+    return name
+
+
+def suggest_variant_name(text: str, taken: tuple[str, ...] = ()) -> str:
+    """A valid, unused variant name made from a recipe's or file's name."""
+    base = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:28] or "recipe"
+    if not base[0].isalpha():
+        base = f"r-{base}"[:28]
+    name, number = base, 2
+    while name in taken or name in {v.value for v in Variant}:
+        name, number = f"{base}-{number}", number + 1
+    return name
+
+
 ALL_VARIANTS: tuple[Variant, ...] = tuple(Variant)
 TFLITE_VARIANTS: tuple[Variant, ...] = tuple(v for v in Variant if v.is_tflite)
 SLOW_VARIANTS: tuple[Variant, ...] = (Variant.INT16X8,)
 """Offered but not chosen by default: int16 kernels on x86 are reference code (~60x int8)."""
 
 
-def parse_variants(text: str, allowed: tuple[Variant, ...] = ALL_VARIANTS) -> tuple[Variant, ...]:
+def parse_variants(
+    text: str, allowed: tuple[AnyVariant, ...] = ALL_VARIANTS
+) -> tuple[AnyVariant, ...]:
     """Parse ``"all"`` or a comma-separated list of variant names.
+
+    ``allowed`` are the model's variants, saved recipe variants included.
 
     Raises:
         UsageError: A name is not a variant, or not one ``allowed`` for this model.
     """
     if text.strip().lower() == "all":
         return allowed
-    variants = []
+    by_name = {v.value: v for v in allowed}
+    variants: list[AnyVariant] = []
     for part in text.split(","):
         name = part.strip().lower()
-        try:
-            variant = Variant(name)
-        except ValueError:
-            choices = ", ".join(v.value for v in Variant)
+        if name not in by_name:
+            if name in {v.value for v in Variant}:
+                choices = ", ".join(by_name)
+                raise UsageError(f"this model offers the variants {{{choices}}}; received {name!r}")
+            choices = ", ".join([*(v.value for v in Variant), *by_name])
+            choices = ", ".join(dict.fromkeys(choices.split(", ")))
             raise UsageError(
                 f"expected variant to be one of {{{choices}}} or 'all'; received {part.strip()!r}"
-            ) from None
-        if variant not in allowed:
-            choices = ", ".join(v.value for v in allowed)
-            raise UsageError(
-                f"this model offers the variants {{{choices}}}; received {variant.value!r}"
             )
-        if variant not in variants:
-            variants.append(variant)
+        if by_name[name] not in variants:
+            variants.append(by_name[name])
     return tuple(variants)
 
 
@@ -207,8 +279,8 @@ class ModelSpec:
     weights: Weights = field(default_factory=Weights)
     outputs: OutputKind = "probabilities"
     """Whether the model ends in a softmax; logits get one in the runner."""
-    variants: tuple[Variant, ...] = ALL_VARIANTS
-    """Variants this model can run as."""
+    variants: tuple[AnyVariant, ...] = ALL_VARIANTS
+    """Variants this model can run as: built-in ones, then any saved recipe variants."""
     calibration_dir: Path | None = None
     """Default int8 calibration images (default: the bundled photos in assets/calibration)."""
     labelled_sample: Path | None = None
@@ -239,6 +311,34 @@ class ModelSpec:
     def with_labels(self, labels: tuple[str, ...]) -> ModelSpec:
         return replace(self, labels=labels)
 
+    def variant(self, name: AnyVariant | str) -> AnyVariant:
+        """The variant of this model called ``name``.
+
+        Raises:
+            InputError: This model has no such variant.
+        """
+        if isinstance(name, RecipeVariant):
+            if name in self.variants:
+                return name
+            name = name.value
+        for variant in self.variants:
+            if variant.value == name:
+                return variant
+        offered = ", ".join(v.value for v in self.variants)
+        raise InputError(
+            f"expected variant to be one of {{{offered}}} for {self.name}; received {name!r}"
+        )
+
+    def with_variants(self, extra: tuple[RecipeVariant, ...]) -> ModelSpec:
+        """This model with saved recipe variants added (a name already present is replaced)."""
+        names = {v.value for v in extra}
+        kept = tuple(v for v in self.variants if v.value not in names)
+        return replace(self, variants=kept + extra)
+
+    @property
+    def recipe_variants(self) -> tuple[RecipeVariant, ...]:
+        return tuple(v for v in self.variants if isinstance(v, RecipeVariant))
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_json` gives back an equal spec."""
         data = asdict(self)
@@ -247,7 +347,9 @@ class ModelSpec:
         data["labelled_sample"] = str(self.labelled_sample) if self.labelled_sample else None
         data["preprocessing"]["size"] = list(self.preprocessing.size)
         data["labels"] = list(self.labels)
-        data["variants"] = [v.value for v in self.variants]
+        data["variants"] = [
+            v.to_json() if isinstance(v, RecipeVariant) else v.value for v in self.variants
+        ]
         return data
 
     @classmethod
@@ -267,7 +369,10 @@ class ModelSpec:
                 download=weights["download"],
             ),
             outputs=data["outputs"],
-            variants=tuple(Variant(v) for v in data["variants"]),
+            variants=tuple(
+                RecipeVariant.from_json(v) if isinstance(v, dict) else Variant(v)
+                for v in data["variants"]
+            ),
             calibration_dir=Path(data["calibration_dir"]) if data["calibration_dir"] else None,
             labelled_sample=Path(data["labelled_sample"]) if data["labelled_sample"] else None,
             description=data["description"],
@@ -316,7 +421,7 @@ class Prediction:
 
     image: str
     model: str
-    variant: Variant
+    variant: AnyVariant
     top_k: tuple[Category, ...]
     timing: Timing
     probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)

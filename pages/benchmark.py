@@ -12,7 +12,7 @@ from inference.specs import SLOW_VARIANTS
 from inference.system import default_threads
 from ui import charts
 from ui.resources import get_runners, show_error
-from ui.widgets import model_picker, models_picker
+from ui.widgets import model_picker, models_picker, variant_names_picker, variants_of
 
 st.title("Benchmark")
 st.caption(
@@ -22,11 +22,8 @@ st.caption(
 )
 
 specs = models_picker("bench_models", default=[DEFAULT_MODEL])
-variant_names = st.multiselect(
-    "Variants",
-    [v.value for v in Variant],
-    default=[v.value for v in Variant if v not in SLOW_VARIANTS],
-    key="bench_variants",
+variant_names = variant_names_picker(
+    "bench_variants", specs, default=[v.value for v in Variant if v not in SLOW_VARIANTS]
 )
 left, right = st.columns(2)
 with left:
@@ -37,9 +34,7 @@ with right:
     )
 
 if st.button("Run benchmark", key="bench_run", type="primary", disabled=not specs):
-    jobs = [
-        (spec, Variant(v)) for spec in specs for v in variant_names if Variant(v) in spec.variants
-    ]
+    jobs = [(spec, v) for spec in specs for v in variants_of(spec, variant_names)]
     bar = st.progress(0.0, text="starting")
     measured = run_benchmarks(
         jobs,
@@ -99,7 +94,7 @@ if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
         dataset = labelled_set(
             eval_spec, archive.getvalue() if archive else None, archive.name if archive else ""
         )
-        chosen = [Variant(v) for v in variant_names if Variant(v) in eval_spec.variants]
+        chosen = variants_of(eval_spec, variant_names)
         runners = get_runners(eval_spec, chosen)
         bar = st.progress(0.0, text="evaluating")
         report = evaluate(
@@ -131,13 +126,10 @@ if report is not None:
     )
     st.markdown("**Latency vs accuracy** (up and left is better)")
     st.altair_chart(charts.pareto_chart(points), width="stretch")
-    variant = st.selectbox(
-        "Confusion matrix of",
-        [s.variant.value for s in report.scores],
-        key="bench_confusion_variant",
-    )
+    scored = {s.variant.value: s.variant for s in report.scores}
+    variant = st.selectbox("Confusion matrix of", list(scored), key="bench_confusion_variant")
     st.altair_chart(
-        charts.confusion_chart(pd.DataFrame(report.confusion_rows(Variant(variant)))),
+        charts.confusion_chart(pd.DataFrame(report.confusion_rows(scored[variant]))),
         width="content",
     )
     with st.expander("Per-class accuracy"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from inference import DEFAULT_MODEL, Variant
+from inference import DEFAULT_MODEL
 from ui import charts, tables
 from ui.resources import get_runners, predict_images, repeat_timings
-from ui.widgets import image_inputs, models_picker
+from ui.widgets import image_inputs, models_picker, variant_names_picker, variants_of
 
 COLUMNS_PER_ROW = 4
 
@@ -19,12 +19,7 @@ st.caption(
 )
 
 specs = models_picker("compare_models", default=[DEFAULT_MODEL])
-variant_names = st.multiselect(
-    "Variants",
-    [v.value for v in Variant],
-    default=["fp32", "int8"],
-    key="compare_variants",
-)
+variant_names = variant_names_picker("compare_variants", specs, default=["fp32", "int8"])
 runs = st.slider("Timed runs per image (for the spread)", 1, 50, 10, key="compare_runs")
 images = image_inputs("compare", disabled=not specs, default_samples=("chelsea.jpg", "coffee.jpg"))
 
@@ -40,7 +35,7 @@ cells: list[dict[str, object]] = []
 latencies: list[dict[str, object]] = []
 charts_by_image: dict[str, list[tuple[str, pd.DataFrame]]] = {}
 for spec in specs:
-    chosen = [Variant(v) for v in variant_names if Variant(v) in spec.variants]
+    chosen = variants_of(spec, variant_names)
     runners = get_runners(spec, chosen)
     for shown in predict_images(images, spec, runners):
         image = shown.image

@@ -50,18 +50,19 @@ if Variant.FP32 not in spec.variants:
 quantized = [v for v in spec.variants if v.is_quantized]
 left, right = st.columns(2)
 with left:
-    candidate = Variant(
+    candidate = spec.variant(
         st.selectbox(
             "Candidate",
             [v.value for v in quantized],
             index=[v.value for v in quantized].index("int8") if Variant.INT8 in quantized else 0,
             key="layers_candidate",
-            help=f"{', '.join(v.value for v in SLOW_VARIANTS)} runs ~100x slower than int8 on x86.",
+            help=f"{', '.join(v.value for v in SLOW_VARIANTS)} runs ~100x slower than int8 on "
+            "x86. Recipe variants saved for this model are listed after the built-in ones.",
         )
     )
 with right:
-    references = [v for v in spec.variants if v.is_tflite and v is not candidate]
-    reference = Variant(
+    references = [v for v in spec.variants if v.is_tflite and v != candidate]
+    reference = spec.variant(
         st.selectbox(
             "Reference",
             [v.value for v in references],

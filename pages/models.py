@@ -9,12 +9,19 @@ import pandas as pd
 import streamlit as st
 
 from inference import Variant, is_available
-from inference.convert import conversion_record, ensure_recipe, is_converted, variant_path
-from inference.custom import CUSTOM_SUFFIXES, recipe_variant_spec, store_upload
-from inference.recipes import builtin_recipe, parse_recipe
+from inference.convert import conversion_record, ensure_variants, is_converted, variant_path
+from inference.custom import CUSTOM_SUFFIXES, store_upload
+from inference.recipes import parse_recipe, variant_recipe
 from inference.specs import NORMALIZE_HELP
 from inference.tflite_file import op_types
-from ui.resources import available_specs, ensure_converted, session_dir, show_error
+from ui.resources import (
+    available_specs,
+    ensure_converted,
+    keep_session_variant,
+    session_dir,
+    session_variant,
+    show_error,
+)
 from ui.widgets import memory_readout, model_label
 
 MODEL_TYPES = [suffix.lstrip(".") for suffix in CUSTOM_SUFFIXES]
@@ -51,6 +58,7 @@ for spec in specs.values():
             row[variant.value] = f"{variant_path(spec, variant).stat().st_size / 1e6:.1f} MB"
         else:
             row[variant.value] = "not converted"
+    row["recipe variants"] = ", ".join(v.value for v in spec.recipe_variants) or "—"
     rows.append(row)
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="models_table")
 st.caption(
@@ -128,17 +136,19 @@ st.subheader("Quantize with a recipe")
 st.caption(
     "Make a variant from the fp32 file with ai-edge-quantizer: start from a built-in recipe or "
     "upload your own (its JSON format), and keep chosen op types or tensors in float. The "
-    "result can be picked as a model on every page, for this session."
+    "result is listed with the model's variants on every page, for this session "
+    "(`python -m inference quantize --name` saves one for every session)."
 )
 if Variant.FP32 not in spec.variants:
     st.info(f"{spec.title} is already quantized; it runs only as itself.")
 else:
     float_ready = is_converted(spec, Variant.FP32)
     with st.form("models_recipe_form"):
+        bases = [v.value for v in spec.variants if v.is_quantized]
         base = st.selectbox(
             "Start from",
-            [v.value for v in Variant if v.is_quantized],
-            index=[v for v in Variant if v.is_quantized].index(Variant.INT8),
+            bases,
+            index=bases.index(Variant.INT8.value) if Variant.INT8.value in bases else 0,
             key="models_recipe_base",
         )
         recipe_file = st.file_uploader(
@@ -163,27 +173,28 @@ else:
             recipe = (
                 parse_recipe(recipe_file.getvalue(), name=Path(recipe_file.name).stem)
                 if recipe_file is not None
-                else builtin_recipe(Variant(base))
+                else variant_recipe(spec.variant(base))
             )
             regexes = tuple(line.strip() for line in keep_tensors.splitlines() if line.strip())
             recipe = recipe.keeping_float(regexes, tuple(keep_ops))
-            with st.status(f"Quantizing {spec.title} with {recipe.name}…") as box:
+            offering, variant = session_variant(spec, recipe)
+            with st.status(f"Quantizing {spec.title} as {variant.value}…") as box:
                 bar = st.progress(0.0)
-                path = ensure_recipe(
-                    spec, recipe, progress=lambda text, done: bar.progress(done, text=text)
-                )
+                path = ensure_variants(
+                    offering, [variant], progress=lambda text, done: bar.progress(done, text=text)
+                )[variant]
                 box.update(label=f"Built {path.name}", state="complete")
-            made = recipe_variant_spec(spec, path, recipe.name)
         except Exception as exc:
             show_error(exc, f"quantizing {spec.title}")
         else:
-            st.session_state.setdefault("custom_specs", {})[made.name] = made
-            st.session_state["models_made"] = (made, path)
+            keep_session_variant(spec, variant)
+            st.session_state["models_made"] = (spec.title, variant.value, path)
+            st.rerun()  # the table above and the pickers list the new variant
     if "models_made" in st.session_state:
-        made, path = st.session_state["models_made"]
+        title, name, path = st.session_state["models_made"]
         st.success(
-            f"{made.title}: {path.stat().st_size / 1e6:.2f} MB ({made.variants[0].value}). "
-            "Pick it on Classify, Compare or Benchmark.",
+            f"{title} · {name}: {path.stat().st_size / 1e6:.2f} MB. It is listed with the "
+            f"model's variants on Classify, Compare, Layers and Benchmark for this session.",
             icon=":material/check_circle:",
         )
         file_cell, recipe_cell = st.columns(2)
@@ -205,17 +216,21 @@ else:
 st.subheader("Your own model")
 st.caption(
     "A Keras model (.keras or .h5, loaded with safe_mode: no Lambda layers or custom "
-    "code) or a .tflite file, plus a labels file with one label per line. It stays in "
-    "this session only."
+    "code) or a .tflite file, plus a labels file with one label per line. A .tflite with "
+    "TFLite metadata (as this app's downloads and MediaPipe's models have) brings its own "
+    "labels and input scaling. It stays in this session only."
 )
 with st.form("models_upload_form", clear_on_submit=False):
     model_file = st.file_uploader("Model file", type=MODEL_TYPES, key="models_upload_model")
     labels_file = st.file_uploader("Labels file", type=["txt"], key="models_upload_labels")
     normalize = st.selectbox(
         "Input scaling the model expects",
-        list(NORMALIZE_HELP),
-        index=list(NORMALIZE_HELP).index("raw"),
-        format_func=lambda m: f"{m}: {NORMALIZE_HELP[m]}",
+        ["auto", *NORMALIZE_HELP],
+        format_func=lambda m: (
+            "auto: from the .tflite's metadata, else raw (0-255)"
+            if m == "auto"
+            else f"{m}: {NORMALIZE_HELP[m]}"
+        ),
         key="models_normalize",
     )
     outputs = st.selectbox(
@@ -237,7 +252,7 @@ if submitted:
                 model_file.name,
                 model_file.getvalue(),
                 labels_file.getvalue() if labels_file is not None else None,
-                normalize=normalize,
+                normalize=None if normalize == "auto" else normalize,
                 outputs=None if outputs == "auto" else outputs,
             )
     except Exception as exc:
@@ -246,7 +261,8 @@ if submitted:
         st.session_state.setdefault("custom_specs", {})[new.name] = new
         st.success(
             f"Added {new.title}: input {new.input_size[0]}×{new.input_size[1]}, "
-            f"{new.num_classes} classes ({new.outputs}), variants "
+            f"{new.num_classes} classes ({new.outputs}), input scaling "
+            f"{new.preprocessing.normalize}, variants "
             f"{', '.join(v.value for v in new.variants)}. Pick it on the Classify or Compare page.",
             icon=":material/check_circle:",
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from inference import ZOO, Variant
+from inference.convert import conversion_record
+from inference.recipes import builtin_recipe, parse_recipe
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
 
 APP_TIMEOUT_S = 300
@@ -289,11 +292,20 @@ def test_layers_page_reports_and_keeps_a_layer_in_float(converted: None) -> None
 
     assert not at.exception and not at.error
     fixed = at.session_state["layers_fixed"]
-    assert [row["variant"] for row in fixed.rows] == ["int8", "int8, float: SOFTMAX"]
+    assert [row["variant"] for row in fixed.rows] == ["int8", "int8-float-softmax"]
     assert fixed.rows[0]["same top-1 as reference"] == fixed.rows[1]["same top-1 as reference"] == 1
-    made = [s for s in at.session_state["custom_specs"].values() if "SOFTMAX" in s.title]
-    # Registered as a model of the session, answering with the zoo model's labels.
-    assert made and made[0].labels == ZOO["efficientnet_lite0"].labels
+
+    # Listed with the model's variants on the other pages, for this session.
+    at.switch_page("pages/classify.py").run()
+    at.selectbox(key="classify_model").set_value("efficientnet_lite0").run()
+    picker = at.multiselect(key="classify_variants")
+    assert picker.options[-1] == "int8-float-softmax"
+    picker.set_value(["int8", "int8-float-softmax"]).run()
+    at.multiselect(key="classify_samples").set_value(["coffee.jpg"]).run()
+    assert not at.exception and not at.error and not at.status  # built already: no conversion
+    table = at.dataframe[0].value
+    assert list(table["variant"]) == ["int8", "int8-float-softmax"]
+    assert list(table["top-1"]) == ["espresso", "espresso"]
 
 
 def test_layers_page_compares_a_quantized_file_made_elsewhere(
@@ -367,7 +379,45 @@ def test_layers_page_search_on_the_bundled_sample(runners: RunnerPool) -> None:
     assert chosen is not None and chosen.drop_points <= 0.5
     assert found.rows[-1]["chosen"] is True
     assert any("Chosen:" in s.value for s in at.success)
-    assert any(
-        s.title.startswith("Fashion-MNIST CNN · int8")
-        for s in at.session_state["custom_specs"].values()
+    (made,) = at.session_state["recipe_variants"]["fashion_mnist_cnn"].values()
+    assert made.value == "int8-within-0-5pt"
+    assert (
+        made.recipe
+        == parse_recipe(json.dumps(conversion_record(chosen.path)["recipe"]), name="chosen").text
+    )  # the chosen step's recipe, listed with the model's variants
+
+
+def test_models_page_builds_an_uploaded_recipe_as_a_variant_of_the_model(
+    runners: RunnerPool,
+) -> None:
+    runners.get("fashion_mnist_cnn", Variant.FP32)
+    at = start()
+    at.switch_page("pages/models.py").run()
+    at.selectbox(key="models_model").set_value("fashion_mnist_cnn").run()
+
+    at.file_uploader(key="models_recipe_upload").set_value(
+        (
+            "broken.json",
+            b'[{"regex": "(", "operation": "*", "algorithm_key": "no_quantize"}]',
+            "application/json",
+        )
     )
+    at.button(key="models_recipe_build").click().run()
+    assert not at.exception
+    assert any("broken" in e.value and "regex" in e.value for e in at.error)  # one line
+
+    recipe = builtin_recipe(Variant.W4).keeping_float(operations=("FULLY_CONNECTED",))
+    at.file_uploader(key="models_recipe_upload").set_value(
+        ("My W4.json", json.dumps(recipe.rules).encode(), "application/json")
+    )
+    at.button(key="models_recipe_build").click().run()
+    assert not at.exception and not at.error
+    (made,) = at.session_state["recipe_variants"]["fashion_mnist_cnn"].values()
+    assert made.value == "my-w4" and made.recipe == recipe.text
+    assert at.dataframe[0].value.set_index("model").loc["fashion_mnist_cnn", "recipe variants"] == (
+        "my-w4"
+    )
+
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_models").set_value(["fashion_mnist_cnn"]).run()
+    assert "my-w4" in at.multiselect(key="compare_variants").options

@@ -29,6 +29,8 @@ LAYERS: dict[str, int] = {
     "calibration": 1,
     "torch_weights": 1,
     "recipes": 1,
+    "metadata_schema": 0,
+    "tflite_metadata": 1,
     # builders of Keras models
     "efficientnet_lite": 2,
     "fashion_mnist": 2,
@@ -44,6 +46,7 @@ LAYERS: dict[str, int] = {
     "custom": 4,
     "inspect_worker": 4,
     "runner_cache": 4,
+    "saved_variants": 4,
     # use: pipeline, benchmark, evaluation, command line
     "pipeline": 5,
     "benchmark": 5,

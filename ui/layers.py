@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,11 @@ from typing import TypeVar
 import numpy as np
 import streamlit as st
 
-from inference import ModelSpec, Variant, decode_image, preprocess
+from inference import ModelSpec, decode_image, preprocess
 from inference.autoquant import SearchResult, SearchStep, search
 from inference.benchmark import median_ms
 from inference.calibration import calibration_images
-from inference.convert import conversion_record, ensure_recipe
+from inference.convert import conversion_record, ensure_variants
 from inference.custom import inspect_model, recipe_variant_spec
 from inference.errors import InputError
 from inference.evaluate import LabelledSet, labelled_set
@@ -27,10 +28,11 @@ from inference.layers import (
     answer_changes,
     compare_layers,
 )
-from inference.recipes import builtin_recipe
+from inference.recipes import parse_recipe, variant_recipe
 from inference.runner_cache import RUNNERS, model_key
 from inference.runners import LiteRTRunner, Runner
-from ui.resources import ImageInput, session_dir
+from inference.specs import AnyVariant
+from ui.resources import ImageInput, keep_session_variant, session_dir, session_variant
 
 T = TypeVar("T")
 MAX_REPORTS_PER_SESSION = 8
@@ -167,11 +169,6 @@ def shown_changes(reference: Runner, candidate: Runner, batches: Batches) -> lis
     )
 
 
-def _register(made: ModelSpec) -> None:
-    """A variant built on this page becomes a model of the session, on every page."""
-    st.session_state.setdefault("custom_specs", {})[made.name] = made
-
-
 @dataclass(frozen=True)
 class Fixed:
     base: str
@@ -192,29 +189,29 @@ def _measure(name: str, runner: Runner, changes: list[AnswerChange], batch: np.n
 
 def build_fixed_variant(
     spec: ModelSpec,
-    reference: Variant,
-    candidate: Variant,
+    reference: AnyVariant,
+    candidate: AnyVariant,
     batches: Batches,
     selection: FloatSelection,
     report: LayerReport,
 ) -> Fixed:
     """Build ``candidate`` with the selection in float; measure it by the plain one."""
-    recipe = selection.apply(builtin_recipe(candidate), report)
-    with st.status(f"Quantizing {spec.title} as {recipe.name}…", expanded=True) as box:
+    recipe = selection.apply(variant_recipe(candidate), report)
+    offering, variant = session_variant(spec, recipe)
+    with st.status(f"Quantizing {spec.title} as {variant.value}…", expanded=True) as box:
         bar = st.progress(0.0)
-        path = ensure_recipe(
-            spec, recipe, progress=lambda text, done: bar.progress(done, text=text)
-        )
-        box.update(label=f"Built {recipe.name}", state="complete", expanded=False)
-    made = recipe_variant_spec(spec, path, recipe.name)
-    _register(made)
+        path = ensure_variants(
+            offering, [variant], progress=lambda text, done: bar.progress(done, text=text)
+        )[variant]
+        box.update(label=f"Built {variant.value} ({recipe.name})", state="complete", expanded=False)
+    keep_session_variant(spec, variant)
     ref_runner = RUNNERS.get(spec, reference)
     plain = RUNNERS.get(spec, candidate)
-    fixed = LiteRTRunner(made, made.variants[0], path)
+    fixed = LiteRTRunner(offering, variant, path)
     batch = batches.inputs[0]
     rows = [
         _measure(candidate.value, plain, answer_changes(ref_runner, plain, batches.inputs), batch),
-        _measure(recipe.name, fixed, answer_changes(ref_runner, fixed, batches.inputs), batch),
+        _measure(variant.value, fixed, answer_changes(ref_runner, fixed, batches.inputs), batch),
     ]
     fixed.close()
     return Fixed(spec.name, path, conversion_record(path).get("recipe", recipe.rules), rows)
@@ -227,7 +224,9 @@ class Found:
     rows: list[dict[str, object]]
 
 
-def run_search(spec: ModelSpec, dataset: LabelledSet, max_drop: float, variant: Variant) -> Found:
+def run_search(
+    spec: ModelSpec, dataset: LabelledSet, max_drop: float, variant: AnyVariant
+) -> Found:
     """The accuracy-bounded search with each step shown as it finishes."""
     with st.status(f"Searching {spec.title} {variant.value} within {max_drop:g} points…") as box:
         log = st.empty()
@@ -244,9 +243,15 @@ def run_search(spec: ModelSpec, dataset: LabelledSet, max_drop: float, variant: 
         result = search(spec, dataset, max_drop=max_drop, variant=variant, on_step=show)
         box.update(label=f"Searched {len(result.steps)} step(s)", state="complete")
     if result.chosen is not None:
-        _register(
-            recipe_variant_spec(spec, result.chosen.path, f"{variant.value} within {max_drop:g} pt")
-        )
+        # The chosen step's recipe becomes a variant of the model; its file is named after
+        # the variant, so it is written once more (1-4 s) under that name.
+        rules = conversion_record(result.chosen.path).get("recipe")
+        if rules:
+            recipe = parse_recipe(json.dumps(rules), name=f"{variant.value}-within-{max_drop:g}pt")
+            offering, made = session_variant(spec, recipe)
+            with st.spinner(f"Saving the chosen step as {made.value}…"):
+                ensure_variants(offering, [made])
+            keep_session_variant(spec, made)
     rows = [
         {
             "step": i,

@@ -27,11 +27,14 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from inference import ZOO, ModelSpec, Prediction, Runner, Variant, classify_decoded, decode_image
+from inference import ZOO, ModelSpec, Prediction, Runner, classify_decoded, decode_image
 from inference.convert import ensure_variants, is_converted
-from inference.errors import one_line
+from inference.errors import InputError, one_line
 from inference.preprocess import draft_size, preprocess
+from inference.recipes import Recipe
 from inference.runner_cache import RUNNERS, model_key
+from inference.saved_variants import with_saved
+from inference.specs import AnyVariant, RecipeVariant, suggest_variant_name
 
 log = logging.getLogger("quantlens.ui")
 
@@ -45,9 +48,53 @@ def show_error(exc: BaseException, context: str) -> None:
     st.error(one_line(exc, context=context, log=log), icon=":material/warning:")
 
 
+MAX_SESSION_VARIANTS = 20
+"""Recipe variants one session may add to one model."""
+
+
+def _with_variants(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with its saved recipe variants (CLI) and this session's."""
+    spec = with_saved(spec)
+    mine = st.session_state.get("recipe_variants", {}).get(spec.name, {})
+    return spec.with_variants(tuple(mine.values())) if mine else spec
+
+
 def available_specs() -> dict[str, ModelSpec]:
-    """The zoo, then the models this session uploaded."""
-    return {**ZOO, **st.session_state.get("custom_specs", {})}
+    """The zoo, then the models this session uploaded, each with its recipe variants."""
+    specs = {**ZOO, **st.session_state.get("custom_specs", {})}
+    return {name: _with_variants(spec) for name, spec in specs.items()}
+
+
+def session_variant(spec: ModelSpec, recipe: Recipe) -> tuple[ModelSpec, RecipeVariant]:
+    """The variant ``recipe`` makes of ``spec`` in this session, and ``spec`` offering it.
+
+    A recipe this session already added keeps its name; a new one gets a name
+    made from the recipe's. Call :func:`keep_session_variant` once its file is
+    built, so a failed build never lists it.
+
+    Raises:
+        InputError: The session already added the most variants allowed to this model.
+    """
+    spec = _with_variants(spec)
+    for variant in spec.recipe_variants:
+        if variant.recipe == recipe.text:
+            return spec, variant
+    mine = st.session_state.get("recipe_variants", {}).get(spec.name, {})
+    if len(mine) >= MAX_SESSION_VARIANTS:
+        raise InputError(
+            f"this session already added {len(mine)} variants to {spec.title}, the most allowed"
+        )
+    variant = RecipeVariant(
+        suggest_variant_name(recipe.name, tuple(v.value for v in spec.variants)), recipe.text
+    )
+    return spec.with_variants((variant,)), variant
+
+
+def keep_session_variant(spec: ModelSpec, variant: RecipeVariant) -> None:
+    """List ``variant`` with ``spec``'s variants on every page, for this session."""
+    st.session_state.setdefault("recipe_variants", {}).setdefault(spec.name, {})[variant.value] = (
+        variant
+    )
 
 
 class _SessionFolder:
@@ -68,7 +115,7 @@ def session_dir() -> Path:
     return st.session_state["session_folder"].path
 
 
-def ensure_converted(spec: ModelSpec, variants: Sequence[Variant]) -> None:
+def ensure_converted(spec: ModelSpec, variants: Sequence[AnyVariant]) -> None:
     """Convert the variants that are not cached yet, showing progress while it runs."""
     missing = [v for v in variants if v.is_tflite and not is_converted(spec, v)]
     if not missing:
@@ -85,9 +132,9 @@ def ensure_converted(spec: ModelSpec, variants: Sequence[Variant]) -> None:
         )
 
 
-def get_runners(spec: ModelSpec, variants: Sequence[Variant]) -> dict[Variant, Runner]:
+def get_runners(spec: ModelSpec, variants: Sequence[AnyVariant]) -> dict[AnyVariant, Runner]:
     """Runners for ``variants``, converting first if needed. Errors are shown, not raised."""
-    runners: dict[Variant, Runner] = {}
+    runners: dict[AnyVariant, Runner] = {}
     try:
         ensure_converted(spec, variants)
     except Exception as exc:
@@ -120,7 +167,7 @@ class Shown:
 
     image: ImageInput
     picture: Image.Image
-    results: dict[Variant, Prediction]
+    results: dict[AnyVariant, Prediction]
 
 
 def _results() -> OrderedDict[tuple[str, ...], Prediction]:
@@ -140,7 +187,7 @@ def _decode(image: ImageInput, spec: ModelSpec) -> tuple[Image.Image, float]:
 def predict_images(
     images: Sequence[ImageInput],
     spec: ModelSpec,
-    runners: dict[Variant, Runner],
+    runners: dict[AnyVariant, Runner],
     *,
     remeasure: bool = False,
 ) -> list[Shown]:
@@ -150,7 +197,7 @@ def predict_images(
     that fails is shown as one line (the pages' error policy) and skipped.
     """
     store = _results()
-    warmed: set[Variant] = set()
+    warmed: set[AnyVariant] = set()
     shown = []
     for image in images:
         keys = {v: (image.digest, model_key(spec), v.value) for v in runners}
@@ -181,7 +228,7 @@ def predict_images(
 
 
 def repeat_timings(
-    shown: Shown, spec: ModelSpec, variant: Variant, runner: Runner, runs: int
+    shown: Shown, spec: ModelSpec, variant: AnyVariant, runner: Runner, runs: int
 ) -> list[float]:
     """Inference milliseconds of ``runs`` repeated calls, kept per session like results."""
     timings: dict[tuple[str, ...], list[float]] = st.session_state.setdefault("timings", {})

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import streamlit as st
 
-from inference import ModelSpec, Source, Variant, is_available
+from inference import ModelSpec, Source, is_available
 from inference.paths import SAMPLES_DIR
 from inference.preprocess import IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_MB
 from inference.runner_cache import MAX_CACHED_RUNNERS
+from inference.specs import AnyVariant, Variant
 from inference.system import resident_bytes
 from ui.resources import ImageInput, available_specs
 
@@ -20,6 +21,8 @@ __all__ = [
     "model_label",
     "model_picker",
     "models_picker",
+    "variant_names_picker",
+    "variants_of",
     "variants_picker",
 ]
 
@@ -74,8 +77,12 @@ def models_picker(key: str, default: Sequence[str]) -> list[ModelSpec]:
 
 
 def variants_picker(
-    key: str, offered: Sequence[Variant], default: Sequence[Variant], *, disabled: bool = False
-) -> list[Variant]:
+    key: str,
+    offered: Sequence[AnyVariant],
+    default: Sequence[AnyVariant],
+    *,
+    disabled: bool = False,
+) -> list[AnyVariant]:
     chosen = st.multiselect(
         "Variants",
         [v.value for v in offered],
@@ -85,10 +92,32 @@ def variants_picker(
         help=(
             "original: the Keras model · fp32: TFLite float · fp16: float16 weights · "
             "dynamic: int8 weights, activations quantized on the fly · int8: int8 weights and "
-            "activations · int16x8: 16-bit activations (slow on x86) · w4: 4-bit weights"
+            "activations · int16x8: 16-bit activations (slow on x86) · w4: 4-bit weights · "
+            "others: recipes saved for this model (Models page, or the quantize command)"
         ),
     )
-    return [Variant(v) for v in chosen]
+    by_name = {v.value: v for v in offered}
+    return [by_name[v] for v in chosen if v in by_name]
+
+
+def variant_names_picker(key: str, specs: Sequence[ModelSpec], default: Sequence[str]) -> list[str]:
+    """Variant names for several models: the built-in ones, then each model's recipe variants."""
+    names = [v.value for v in Variant]
+    for spec in specs:
+        names += [v.value for v in spec.recipe_variants if v.value not in names]
+    return st.multiselect(
+        "Variants",
+        names,
+        default=[d for d in default if d in names],
+        key=key,
+        help="Built-in variants, then recipe variants saved for the chosen models.",
+    )
+
+
+def variants_of(spec: ModelSpec, names: Sequence[str]) -> list[AnyVariant]:
+    """The variants called ``names`` that ``spec`` offers, in the order of ``names``."""
+    by_name = {v.value: v for v in spec.variants}
+    return [by_name[n] for n in names if n in by_name]
 
 
 def sample_names() -> list[str]:
