@@ -40,3 +40,18 @@ else:
     # flag; setting it once at start-up makes every session go through the router.
     PagesManager.uses_pages_directory = False
     app = st.App("streamlit_app.py", routes=routes)
+
+    # Warm start: the default model's variants convert in the background (children at
+    # lower priority) while the server waits for its first visitor, who joins the
+    # conversion instead of starting it. QUANTLENS_WARM_START=0 turns it off.
+    import os
+
+    if os.environ.get("QUANTLENS_WARM_START", "1") != "0":
+        from inference.background import CONVERSIONS
+        from inference.specs import SLOW_VARIANTS
+        from inference.zoo import DEFAULT_MODEL, ZOO
+
+        _default = ZOO[DEFAULT_MODEL]
+        CONVERSIONS.start(
+            _default, [v for v in _default.variants if v not in SLOW_VARIANTS], nice=10
+        )

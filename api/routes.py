@@ -5,6 +5,9 @@
 - ``GET /api/models``: the zoo, as ``python -m inference models --json``.
 - ``GET /api/health``: liveness, with the memory in use.
 
+``/api/models`` and ``/api/predict`` sit behind :func:`api.guard.guarded`: an
+optional API key, and a per-client rate limit (429 with ``Retry-After``).
+
 Bad requests get a 4xx status and ``{"error": "..."}``. Inference runs in
 Starlette's thread pool, so a prediction never blocks the event loop that also
 carries the dashboard's websockets. Runners come from
@@ -22,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.guard import drain, guarded
 from inference import (
     DEFAULT_MODEL,
     ZOO,
@@ -48,19 +52,6 @@ DRAIN_LIMIT_BYTES = 4 * MAX_IMAGE_BYTES
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-async def _drain(request: Request) -> None:
-    """Read and discard a too-large body (up to a bound), so simple clients get the 413.
-
-    A client that sends its whole body before reading (urllib, requests) sees a
-    reset connection, not the answer, if the server replies without reading.
-    """
-    seen = 0
-    async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > DRAIN_LIMIT_BYTES:
-            break
 
 
 async def health(request: Request) -> JSONResponse:
@@ -114,7 +105,7 @@ async def predict(request: Request) -> JSONResponse:
     except ValueError:
         return _error(400, "the Content-Length header is not a number")
     if declared > MAX_IMAGE_BYTES + 64 * 1024:
-        await _drain(request)
+        await drain(request, DRAIN_LIMIT_BYTES)
         return _error(413, f"uploads are limited to {MAX_IMAGE_MB} MB")
     try:
         form = await request.form(max_files=1, max_fields=4)
@@ -144,6 +135,6 @@ async def predict(request: Request) -> JSONResponse:
 
 routes = [
     Route("/api/health", health, methods=["GET"]),
-    Route("/api/models", models, methods=["GET"]),
-    Route("/api/predict", predict, methods=["POST"]),
+    Route("/api/models", guarded(models), methods=["GET"]),
+    Route("/api/predict", guarded(predict), methods=["POST"]),
 ]

@@ -43,7 +43,7 @@ Progress = Callable[[str, float], None]
 class ChildFailed(Exception):
     """The child ended without a result or an error of ours; the caller words the message."""
 
-    reason: Literal["timeout", "exit", "unexpected"]
+    reason: Literal["timeout", "exit", "unexpected", "memory"]
     detail: str
     """The exit status, the time limit, or the unexpected exception's first line."""
 
@@ -84,13 +84,43 @@ def serve(handler: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
     return 0
 
 
-def _limit_address_space(limit: int) -> Callable[[], None]:
+def _limits(memory_bytes: int | None, nice: int) -> Callable[[], None] | None:
+    if not (memory_bytes and sys.platform.startswith("linux")) and not nice:
+        return None
+
     def apply() -> None:  # pragma: no cover - runs in the child before exec
         import resource  # noqa: PLC0415 - POSIX only, and only in the forked child
 
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if memory_bytes and sys.platform.startswith("linux"):
+            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        if nice:
+            os.nice(nice)
 
     return apply
+
+
+def _resident_bytes(pid: int) -> int:
+    """A process's resident set from /proc (0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _watch_resident(process: subprocess.Popen[str], limit: int, tripped: threading.Event) -> None:
+    """Kill ``process`` once its resident memory passes ``limit`` (polled every 20 ms).
+
+    The address-space limit alone cannot hold a TensorFlow child to a small
+    footprint (TensorFlow reserves ~1.6 GB of address space just to import),
+    so resident memory is what is bounded.
+    """
+    while process.poll() is None:
+        if _resident_bytes(process.pid) > limit:
+            tripped.set()
+            process.kill()
+            return
+        time.sleep(0.02)
 
 
 def run_child(
@@ -100,24 +130,36 @@ def run_child(
     timeout: float,
     log_path: Path,
     memory_bytes: int | None = None,
+    resident_bytes: int | None = None,
+    nice: int = 0,
     progress: Progress | None = None,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``python -m module`` on ``request`` and return its result event.
 
+    Args:
+        module: The child's module, run with ``python -m``.
+        request: JSON sent on its stdin.
+        timeout: Seconds before it is killed.
+        log_path: Where its stderr goes.
+        memory_bytes: Address-space limit (``RLIMIT_AS``), a hard backstop.
+        resident_bytes: Resident-memory limit, watched from here; passing it kills the child
+            (``ChildFailed("memory")``).
+        nice: Added to its niceness (background work yields the CPU to pages).
+        progress: Called with each progress event.
+        env: Extra environment variables.
+
     Raises:
         InferenceError: The child reported one (its own class is re-raised).
-        ChildFailed: It timed out, died without answering, or hit a bug.
+        ChildFailed: It timed out, died without answering, went over ``resident_bytes``,
+            or hit a bug.
     """
     child_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")])
     )
-    limit = (
-        _limit_address_space(memory_bytes)
-        if memory_bytes and sys.platform.startswith("linux")
-        else None
-    )
+    limit = _limits(memory_bytes, nice)
+    tripped = threading.Event()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", module],
@@ -143,6 +185,10 @@ def run_child(
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
+        if resident_bytes:
+            threading.Thread(
+                target=_watch_resident, args=(process, resident_bytes, tripped), daemon=True
+            ).start()
         try:
             outcome = _follow(lines, progress, time.monotonic() + timeout, timeout)
             returncode = process.wait()
@@ -152,6 +198,8 @@ def run_child(
             if process.poll() is None:
                 process.kill()
                 process.wait()
+    if tripped.is_set():
+        raise ChildFailed("memory", f"{resident_bytes}")
     if outcome is None:
         raise ChildFailed("exit", str(returncode))
     if outcome.get("event") == "error":

@@ -50,7 +50,7 @@ from inference.specs import (
     check_variant_name,
     parse_variants,
 )
-from inference.system import machine
+from inference.system import int8_outlook, machine, simd
 from inference.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
 
 __all__ = ["main", "render"]
@@ -523,6 +523,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "machine": machine(),
+                    "simd": list(simd()),
+                    "int8_outlook": int8_outlook(simd()),
                     "results": [r.as_row() for r in results],
                     "targets": [_target_row(t) for t in targets],
                     "images": image_rows,
@@ -534,6 +536,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(render([r.as_row() for r in results], args.format))
     if args.format == "markdown":
         print(f"\n{machine()}; latency = Runner.predict on one preprocessed photo")
+        print(int8_outlook(simd()))
         if targets:
             print("\n" + render([_target_row(t) for t in targets], "markdown"))
         if image_rows:

@@ -20,6 +20,7 @@ renamed, so a half-written file is never served; an invalid file is rebuilt.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import fcntl
 import hashlib
@@ -49,6 +50,7 @@ __all__ = [
     "ensure_variants",
     "float_path",
     "is_converted",
+    "lower_priority",
     "recipe_path",
     "variant_path",
 ]
@@ -61,6 +63,19 @@ QUANTIZER_VERSION = 2
 DEFAULT_TIMEOUT_S = 900.0
 QUANTIZER_MEMORY_BYTES = 4 * 1024**3
 """Address space of the quantizer child: LiteRT keeps every tensor while calibrating."""
+
+
+_NICE: contextvars.ContextVar[int] = contextvars.ContextVar("quantlens_nice", default=0)
+
+
+@contextmanager
+def lower_priority(nice: int = 10) -> Iterator[None]:
+    """Children started inside run ``nice`` steps lower (background work yields to pages)."""
+    token = _NICE.set(nice)
+    try:
+        yield
+    finally:
+        _NICE.reset(token)
 
 
 def _version(distribution: str) -> str:
@@ -279,7 +294,12 @@ def _convert_float(
     request = {"spec": spec.to_json(), "output": str(output)}
     try:
         run_child(
-            "inference.convert_worker", request, timeout=limit, log_path=log_path, progress=progress
+            "inference.convert_worker",
+            request,
+            timeout=limit,
+            log_path=log_path,
+            progress=progress,
+            nice=_NICE.get(),
         )
     except ChildFailed as failure:
         raise _child_error(failure, f"{spec.name}: conversion", limit, log_path) from None
@@ -310,6 +330,7 @@ def _quantize(
             log_path=log_path,
             memory_bytes=QUANTIZER_MEMORY_BYTES,
             progress=progress,
+            nice=_NICE.get(),
         )
     except ChildFailed as failure:
         raise _child_error(failure, f"{spec.name}: quantization", limit, log_path) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "CUSTOM_SUFFIXES",
     "MAX_PARAMETERS",
     "MAX_TENSOR_BYTES",
+    "check_keras_archive",
     "custom_spec",
     "inspect_model",
     "recipe_variant_spec",
@@ -46,13 +48,51 @@ log = logging.getLogger("inference")
 
 CUSTOM_SUFFIXES = (".keras", ".h5", ".tflite")
 MAX_CUSTOM_INPUT_SIDE = 1024
-MEMORY_LIMIT_BYTES = 8 * 1024**3
-"""Address space of the checker; TensorFlow alone reserves about 3 GB of it."""
+MEMORY_LIMIT_BYTES = 4 * 1024**3
+"""Address space of the checker, a backstop: TensorFlow reserves ~1.6 GB of it to import."""
+RESIDENT_LIMIT_BYTES = 950_000_000
+"""Resident memory of the checker. TensorFlow and Keras take ~0.6 GB of it; with the
+server's own ~0.5 GB the process tree stays under 1.5 GB whatever is uploaded."""
 TIMEOUT_S = 180
-MAX_PARAMETERS = 200_000_000
-"""Largest Keras model served (800 MB of float32 weights)."""
+MAX_PARAMETERS = 50_000_000
+"""Largest Keras model served (200 MB of float32 weights; ResNet50 has 25 M)."""
+MAX_KERAS_ENTRIES = 64
+MAX_KERAS_CONFIG_BYTES = 4_000_000
+"""A .keras archive's config.json or metadata.json, inflated."""
+MAX_KERAS_INFLATED_BYTES = MAX_PARAMETERS * 4 + 100_000_000
 MAX_TENSOR_BYTES = 1_000_000_000
 """Largest total of a .tflite file's tensors (weights and activations)."""
+
+
+def check_keras_archive(path: Path) -> None:
+    """Refuse a ``.keras`` archive that would inflate too far, from its zip directory alone.
+
+    Nothing is decompressed: the sizes are the ones the archive declares, which
+    is what a zip bomb's reader would have to allocate.
+
+    Raises:
+        InputError: Too many entries, a config or metadata JSON over 4 MB, or
+            more than the weights of :data:`MAX_PARAMETERS` in all.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: Keras' own loader refuses it, in the child
+    if len(infos) > MAX_KERAS_ENTRIES:
+        raise InputError(f"{path.name}: the archive has {len(infos)} entries; refused")
+    for info in infos:
+        if info.filename.endswith(".json") and info.file_size > MAX_KERAS_CONFIG_BYTES:
+            raise InputError(
+                f"{path.name}: {info.filename} inflates to {info.file_size / 1e6:,.0f} MB; "
+                f"a config or metadata over {MAX_KERAS_CONFIG_BYTES / 1e6:.0f} MB is refused"
+            )
+    inflated = sum(info.file_size for info in infos)
+    if inflated > MAX_KERAS_INFLATED_BYTES:
+        raise InputError(
+            f"{path.name}: the archive inflates to {inflated / 1e6:,.0f} MB; models over "
+            f"{MAX_KERAS_INFLATED_BYTES / 1e6:.0f} MB are refused"
+        )
 
 
 def inspect_model(path: Path) -> dict[str, Any]:
@@ -67,7 +107,9 @@ def inspect_model(path: Path) -> dict[str, Any]:
         InputError: The model is unsafe, unreadable, too large, or not an
             image classifier.
     """
-    limits = f"{MEMORY_LIMIT_BYTES // 1024**3} GB of memory and {TIMEOUT_S} s"
+    if path.suffix.lower() == ".keras":
+        check_keras_archive(path)
+    limits = f"{RESIDENT_LIMIT_BYTES / 1e9:.2g} GB of memory and {TIMEOUT_S} s"
     log_path = cache_dir() / f"check-{uuid.uuid4().hex[:8]}.log"
     try:
         facts = run_child(
@@ -75,6 +117,7 @@ def inspect_model(path: Path) -> dict[str, Any]:
             {"path": str(path)},
             timeout=TIMEOUT_S,
             memory_bytes=MEMORY_LIMIT_BYTES,
+            resident_bytes=RESIDENT_LIMIT_BYTES,
             log_path=log_path,
             env={"TF_CPP_MIN_LOG_LEVEL": "3"},
         )

@@ -9,7 +9,7 @@ from inference import DEFAULT_MODEL, Variant
 from inference.benchmark import run_benchmarks
 from inference.evaluate import evaluate, labelled_set
 from inference.specs import SLOW_VARIANTS
-from inference.system import default_threads
+from inference.system import SIMD_MEANING, default_threads, int8_outlook, machine, simd
 from ui import charts
 from ui.resources import get_runners, show_error
 from ui.widgets import model_picker, models_picker, variant_names_picker, variants_of
@@ -20,6 +20,16 @@ st.caption(
     "timed runs on one preprocessed photo. Figures come from this server; compare variants "
     "as ratios measured in the same run."
 )
+
+features = simd()
+st.info(f"{machine()}. {int8_outlook(features)}", icon=":material/memory:")
+with st.expander("What these CPU features mean for int8"):
+    st.markdown(
+        "\n".join(
+            f"- {'✅' if name in features else '—'} `{name}`: {meaning}"
+            for name, meaning in SIMD_MEANING.items()
+        )
+    )
 
 specs = models_picker("bench_models", default=[DEFAULT_MODEL])
 variant_names = variant_names_picker(

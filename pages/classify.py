@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from inference import Variant, prepare_image
+from inference.background import CONVERSIONS
+from inference.convert import is_converted
 from inference.specs import SLOW_VARIANTS
 from ui import charts, tables
-from ui.resources import get_runners, predict_images
+from ui.resources import get_runners, pending_conversion, predict_images, show_error
 from ui.widgets import image_inputs, model_picker, variants_picker
 
 st.title("Classify")
@@ -49,7 +51,16 @@ remeasure = st.button(
     help="Results are kept per image, model and variant; this re-times them now.",
 )
 
-runners = get_runners(spec, variants)
+# Variants whose file is missing convert in the background; the rest answer now, and
+# each pending one appears as soon as its file is ready.
+pending = [v for v in variants if v.is_tflite and not is_converted(spec, v)]
+if pending:
+    job = CONVERSIONS.start(spec, pending)
+    if job.error is not None:
+        show_error(job.error, f"converting {spec.title}")
+    else:
+        pending_conversion(spec, job, pending)
+runners = get_runners(spec, [v for v in variants if v not in pending])
 if not runners:
     st.stop()
 sizes = {variant: runner.size_bytes for variant, runner in runners.items()}

@@ -11,6 +11,7 @@ import pytest
 
 from inference import Variant, get_spec
 from inference.benchmark import BenchResult, LatencyStats, Target, count_macs, targets
+from inference.system import int8_outlook, simd
 from tests.conftest import CAT_CLASSES, RunnerPool, run_cli
 
 
@@ -117,6 +118,8 @@ def test_bench_command_prints_the_table_and_the_answer_table(
         assert row["min ms"] <= row["median ms"] <= row["p90 ms"] <= row["max ms"]
         assert row["GMAC/s"] > 0 and row["size MB"] > 0
     assert rows["int8"]["size MB"] < rows["fp32"]["size MB"] / 3
+    assert rows["fp32"]["convert s"] > 0  # from the file's sidecar
+    assert report["simd"] == list(simd()) and report["int8_outlook"] == int8_outlook(simd())
     names = {t["target"] for t in report["targets"]}
     assert "lite0 int8 median / TFLite fp32 median" in names
     assert "12 MP JPEG to top-k, int8 (median)" in names
@@ -133,6 +136,7 @@ def test_bench_markdown_names_the_machine(runners: RunnerPool) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("| model | variant | threads |")
     assert "cores available" in result.stdout
+    assert int8_outlook(simd()) in result.stdout
 
 
 def test_bench_rejects_unknown_models() -> None:
@@ -168,3 +172,17 @@ def test_run_benchmarks_measures_a_tflite_someone_brought(
     assert result.model == spec.name and result.latency.runs == 3
     assert result.macs == count_macs(fp32.path)  # counted from the file itself
     runner.close()
+
+
+def test_simd_features_are_read_from_cpuinfo_and_explained() -> None:
+    zen3 = "processor : 0\nflags : fpu sse sse2 avx avx2 fma bmi2\n"
+    sapphire = "flags : avx2 fma avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n"
+    graviton = "processor : 0\nFeatures : fp asimd evtstrm aes asimddp i8mm\n"
+
+    assert simd(zen3) == ("avx2", "fma")
+    assert simd(sapphire) == ("avx2", "fma", "avx512f", "avx512_vnni", "amx_int8")
+    assert simd(graviton) == ("asimddp", "i8mm")
+    assert "no int8 dot-product" in int8_outlook(simd(zen3))
+    assert "(avx512_vnni)" in int8_outlook(simd(sapphire))
+    assert "(asimddp)" in int8_outlook(simd(graviton))
+    assert "cannot be predicted" in int8_outlook(simd(""))

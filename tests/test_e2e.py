@@ -94,7 +94,14 @@ def server(runners: RunnerPool, conversion_cache: Path) -> Iterator[str]:
         process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,
-            env={**os.environ, "QUANTLENS_CACHE_DIR": str(conversion_cache)},
+            env={
+                **os.environ,
+                "QUANTLENS_CACHE_DIR": str(conversion_cache),
+                # The concurrency tests send hundreds of requests from one address; the
+                # rate limit itself is tested in tests/test_api_guard.py.
+                "QUANTLENS_API_RATE": "1000000",
+                "QUANTLENS_API_BURST": "1000",
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )

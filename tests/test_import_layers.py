@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "inspect_worker": 4,
     "runner_cache": 4,
     "saved_variants": 4,
+    "background": 4,
     # use: pipeline, benchmark, evaluation, command line
     "pipeline": 5,
     "benchmark": 5,

@@ -244,6 +244,45 @@ def test_a_model_declaring_huge_layers_is_refused_without_touching_the_server(
     assert resident_bytes() - rss_before < 500_000_000  # the attempt happened in a child
 
 
+def test_a_keras_zip_bomb_is_refused_from_its_zip_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small .keras whose config.json inflates far: refused before any entry is read."""
+    from inference import custom
+
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata.json", "{}")
+        with archive.open("config.json", "w", force_zip64=True) as config:
+            chunk = b" " * 1_000_000
+            for _ in range(60):  # 60 MB of JSON whitespace, ~60 KB on disk
+                config.write(chunk)
+    assert bomb.stat().st_size < 200_000
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the archive reached the model checker")
+
+    monkeypatch.setattr(custom, "run_child", no_child)
+    with pytest.raises(
+        InputError,
+        match=r"bomb\.keras: config\.json inflates to 60 MB; a config or metadata over 4 MB",
+    ):
+        custom_spec(bomb)
+
+
+def test_a_child_over_its_resident_limit_is_killed(tmp_path: Path) -> None:
+    from inference.child import ChildFailed, run_child
+
+    log = tmp_path / "hog.log"
+    fits = run_child("tests.helpers.memory_hog", {"megabytes": 50}, timeout=60, log_path=log,
+                     resident_bytes=400_000_000)  # fmt: skip
+    assert fits["bytes"] == 50_000_000
+    with pytest.raises(ChildFailed) as failure:
+        run_child("tests.helpers.memory_hog", {"megabytes": 600, "hold_s": 5}, timeout=60,
+                  log_path=log, resident_bytes=400_000_000)  # fmt: skip
+    assert failure.value.reason == "memory"
+
+
 def test_model_size_limits_are_enforced(
     runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ import streamlit as st
 from PIL import Image
 
 from inference import ZOO, ModelSpec, Prediction, Runner, classify_decoded, decode_image
+from inference.background import Conversion
 from inference.convert import ensure_variants, is_converted
 from inference.errors import InputError, one_line
 from inference.preprocess import draft_size, preprocess
@@ -130,6 +131,24 @@ def ensure_converted(spec: ModelSpec, variants: Sequence[AnyVariant]) -> None:
             state="complete",
             expanded=False,
         )
+
+
+def pending_conversion(spec: ModelSpec, job: Conversion, pending: Sequence[AnyVariant]) -> None:
+    """Progress of a background conversion; the page reruns as each variant becomes ready."""
+
+    @st.fragment(run_every=1.0)
+    def watch() -> None:
+        if job.done.is_set() or any(is_converted(spec, v) for v in pending):
+            st.rerun()  # the whole page: the ready variant joins the results
+        names = ", ".join(v.value for v in pending)
+        st.progress(
+            min(job.fraction, 1.0),
+            text=f"Converting {spec.title} to {names} (first use only): {job.message} · "
+            f"{job.seconds:.0f} s",
+        )
+        st.caption("The variants that are ready answer below; each of these joins them when done.")
+
+    watch()
 
 
 def get_runners(spec: ModelSpec, variants: Sequence[AnyVariant]) -> dict[AnyVariant, Runner]:
