@@ -8,7 +8,7 @@ import platform
 __all__ = ["SIMD_MEANING", "default_threads", "int8_outlook", "machine", "resident_bytes", "simd"]
 
 SIMD_MEANING: dict[str, str] = {
-    "avx2": "AVX2: 256-bit integer SIMD; XNNPACK's int8 kernels widen to 16 bits, no gain on fp32",
+    "avx2": "AVX2: 256-bit SIMD; without VNNI, int8 products widen to 16 bits: about fp32 speed",
     "fma": "FMA: fused multiply-add for the float kernels",
     "avx512f": "AVX-512: 512-bit registers, twice AVX2's width",
     "avx512_vnni": "AVX-512 VNNI: one-instruction int8 dot products (vpdpbusd)",

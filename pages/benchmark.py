@@ -22,11 +22,12 @@ st.caption(
 )
 
 features = simd()
+HAS, LACKS = ":material/check:", ":material/remove:"
 st.info(f"{machine()}. {int8_outlook(features)}", icon=":material/memory:")
 with st.expander("What these CPU features mean for int8"):
     st.markdown(
         "\n".join(
-            f"- {'✅' if name in features else '—'} `{name}`: {meaning}"
+            f"- {HAS if name in features else LACKS} `{name}`: {meaning}"
             for name, meaning in SIMD_MEANING.items()
         )
     )

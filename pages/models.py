@@ -100,7 +100,9 @@ downloads = [v for v in convertible if is_converted(spec, v)]
 if downloads:
     st.caption(
         "Each variant's file, and the ai-edge-quantizer recipe that made it from the fp32 file "
-        "(edit it and bring it back with `python -m inference quantize --recipe FILE`)."
+        "(edit it and bring it back with `python -m inference quantize --recipe FILE`). Every "
+        "file carries its labels and input scaling as TFLite metadata, which MediaPipe's "
+        "ImageClassifier and this app read back."
     )
 for variant in downloads:
     path = variant_path(spec, variant)
