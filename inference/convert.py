@@ -20,6 +20,7 @@ renamed, so a half-written file is never served; an invalid file is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import fcntl
@@ -28,6 +29,7 @@ import importlib.metadata
 import json
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,8 +46,12 @@ from inference.tflite_metadata import describe_spec
 
 __all__ = [
     "CACHE_ENV",
+    "QUOTA_ENV",
     "TIMEOUT_ENV",
+    "cache_quota",
+    "cache_usage",
     "conversion_record",
+    "enforce_quota",
     "ensure_recipe",
     "ensure_variants",
     "float_path",
@@ -56,6 +62,11 @@ __all__ = [
 ]
 
 TIMEOUT_ENV = "QUANTLENS_CONVERT_TIMEOUT"
+QUOTA_ENV = "QUANTLENS_CACHE_QUOTA_MB"
+EVICTION_GRACE_S = 60.0
+"""Files used this recently are never evicted."""
+CUSTOM_PREFIX = "custom_"
+"""Names of models people upload start with it (see ``inference.custom``)."""
 CONVERTER_VERSION = 3
 """Bump when the Keras -> float conversion changes, to invalidate cached files."""
 QUANTIZER_VERSION = 2
@@ -270,7 +281,82 @@ def _ensure(
             raise ConversionError(f"{spec.name} {recipe.name}: the quantizer wrote no valid file")
     if (missing or built_float) and progress:
         progress("ready", 1.0)
+    _mark_used([source, *paths.values()])
+    if missing or built_float:
+        enforce_quota()
     return paths
+
+
+def _mark_used(paths: Sequence[Path]) -> None:
+    """Record a use in each file's access time (its modification time stays: it keys caches)."""
+    now = time.time_ns()
+    folder = cache_dir()
+    for path in paths:
+        if path.parent == folder:  # never a file someone brought
+            with contextlib.suppress(OSError):
+                os.utime(path, ns=(now, path.stat().st_mtime_ns))
+
+
+def cache_quota() -> int | None:
+    """``$QUANTLENS_CACHE_QUOTA_MB`` in bytes, or None (no quota)."""
+    try:
+        megabytes = float(os.environ.get(QUOTA_ENV, ""))
+    except ValueError:
+        return None
+    return int(megabytes * 1e6) if megabytes > 0 else None
+
+
+def _evictable(path: Path) -> bool:
+    """Made from someone's uploaded model, or by a recipe that is not built in."""
+    if path.name.startswith(CUSTOM_PREFIX):
+        return True
+    name = conversion_record(path).get("recipe_name")
+    return isinstance(name, str) and name not in {v.value for v in Variant}
+
+
+def cache_usage() -> tuple[int, int]:
+    """Bytes of ``.tflite`` files in the cache, and how many of them may be evicted."""
+    files = list(cache_dir().glob("*.tflite"))
+    return sum(p.stat().st_size for p in files), sum(_evictable(p) for p in files)
+
+
+def enforce_quota(quota: int | None = None) -> list[Path]:
+    """Delete the least recently used evictable files until the cache fits its quota.
+
+    Only variants of uploaded models and of recipes that are not built in are
+    evicted (the zoo's built-in variants never are), and none used in the last
+    :data:`EVICTION_GRACE_S` seconds, so a file a session has just been handed
+    is not pulled from under it. An evicted file is rebuilt from its recipe
+    when it is next asked for.
+
+    Returns:
+        The files deleted.
+    """
+    quota = quota if quota is not None else cache_quota()
+    if quota is None:
+        return []
+    files = []
+    for path in cache_dir().glob("*.tflite"):
+        try:
+            files.append((path, path.stat()))
+        except OSError:
+            continue
+    total = sum(status.st_size for _, status in files)
+    recent = time.time() - EVICTION_GRACE_S
+    candidates = sorted(
+        (status.st_atime, path, status.st_size)
+        for path, status in files
+        if status.st_atime < recent and _evictable(path)
+    )
+    evicted = []
+    for _, path, size in candidates:
+        if total <= quota:
+            break
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        total -= size
+        evicted.append(path)
+    return evicted
 
 
 def _child_error(failure: ChildFailed, what: str, limit: float, log: Path) -> ConversionError:

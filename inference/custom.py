@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.child import ChildFailed, run_child
+from inference.convert import CUSTOM_PREFIX
 from inference.errors import InputError
 from inference.labels import read_labels
 from inference.paths import cache_dir
@@ -226,7 +227,7 @@ def custom_spec(
         labels = tuple(f"class {i}" for i in range(classes))
     normalize = normalize or metadata.get("normalize") or "raw"
     return ModelSpec(
-        name=f"custom_{fingerprint}",
+        name=f"{CUSTOM_PREFIX}{fingerprint}",
         title=title or path.name,
         source=Source.CUSTOM,
         preprocessing=Preprocessing(

@@ -9,7 +9,15 @@ import pandas as pd
 import streamlit as st
 
 from inference import Variant, is_available
-from inference.convert import conversion_record, ensure_variants, is_converted, variant_path
+from inference.convert import (
+    QUOTA_ENV,
+    cache_quota,
+    cache_usage,
+    conversion_record,
+    ensure_variants,
+    is_converted,
+    variant_path,
+)
 from inference.custom import CUSTOM_SUFFIXES, store_upload
 from inference.recipes import parse_recipe, variant_recipe
 from inference.specs import NORMALIZE_HELP
@@ -61,9 +69,18 @@ for spec in specs.values():
     row["recipe variants"] = ", ".join(v.value for v in spec.recipe_variants) or "—"
     rows.append(row)
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="models_table")
+used, evictable = cache_usage()
+quota = cache_quota()
 st.caption(
     "Offline: usable without a network now. Download models fetch ImageNet weights from "
-    "the internet on first use. Converted files are cached on disk for every session."
+    f"the internet on first use. Converted files are cached on disk for every session: "
+    f"{used / 1e6:,.0f} MB now"
+    + (
+        f" of a {quota / 1e6:,.0f} MB quota; {evictable} file(s) of uploaded models and custom "
+        "recipes may be evicted, least recently used first (the zoo's built-in variants never)."
+        if quota
+        else f" (no quota: set {QUOTA_ENV} to bound it)."
+    )
 )
 
 st.subheader("Convert and download")

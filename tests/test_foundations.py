@@ -172,6 +172,46 @@ def test_runner_cache_loads_each_variant_once_and_drops_the_least_recent(
     assert len(cache) == 2
 
 
+def test_runners_are_released_least_recent_first_past_the_memory_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Sized:
+        def __init__(self, spec: ModelSpec) -> None:
+            self.spec = spec
+
+    monkeypatch.setattr("inference.runner_cache.load_runner", lambda spec, variant: Sized(spec))
+    mb = 1_000_000
+    # Each loaded runner holds 100 MB of a 500 MB base; the threshold is 750 MB.
+    cache = RunnerCache(
+        capacity=8, threshold=lambda: 750 * mb, resident=lambda: 500 * mb + 100 * mb * len(cache)
+    )
+    lite0, fashion = ZOO["efficientnet_lite0"], ZOO["fashion_mnist_cnn"]
+    for variant in ("fp32", "fp16", "int8"):
+        cache.get(lite0, variant)
+    cache.get(lite0, "fp32")  # now the most recent; fp16 is the least
+    assert cache.releases == []  # 800 MB is past 750 only after this third load
+
+    cache.get(fashion, "int8")  # 800 MB before loading: fp16 goes first
+
+    assert (lite0, Variant.FP16) not in cache
+    assert (lite0, Variant.FP32) in cache and (lite0, Variant.INT8) in cache
+    assert (fashion, Variant.INT8) in cache
+    (release,) = cache.releases
+    assert release.released == ("EfficientNet-Lite0 fp16",)
+    assert (release.resident_before, release.resident_after) == (800 * mb, 700 * mb)
+
+
+def test_the_memory_threshold_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inference.runner_cache import memory_cap
+
+    monkeypatch.delenv("QUANTLENS_MEMORY_CAP_MB", raising=False)
+    monkeypatch.delenv("QUANTLENS_MEMORY_SHARE", raising=False)
+    assert memory_cap() == (2_700_000_000, 0.8)  # Community Cloud's cap, 80 %
+    monkeypatch.setenv("QUANTLENS_MEMORY_CAP_MB", "1500")
+    monkeypatch.setenv("QUANTLENS_MEMORY_SHARE", "0.5")
+    assert memory_cap() == (1_500_000_000, 0.5)
+
+
 def test_model_key_separates_labels_for_the_same_weights() -> None:
     from inference.runner_cache import model_key
 
@@ -180,3 +220,37 @@ def test_model_key_separates_labels_for_the_same_weights() -> None:
 
     assert model_key(spec) != model_key(relabelled)
     assert np.array_equal(np.array(spec.preprocessing.size), [28, 28])
+
+
+def test_background_conversions_are_shared_and_failures_not_retried_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inference import background
+    from inference.errors import ConversionError
+
+    calls: list[tuple[str, ...]] = []
+    release = threading.Event()
+
+    def fake_ensure(spec: ModelSpec, variants: tuple, progress) -> None:
+        calls.append(tuple(str(v) for v in variants))
+        progress("quantizing int8", 0.5)
+        release.wait(5)
+        if spec.name == "fashion_mnist_cnn":
+            raise ConversionError("the converter crashed")
+
+    monkeypatch.setattr(background, "ensure_variants", fake_ensure)
+    registry = background.Conversions()
+    lite0, fashion = ZOO["efficientnet_lite0"], ZOO["fashion_mnist_cnn"]
+
+    first = registry.start(lite0, [Variant.ORIGINAL, Variant.FP32, Variant.INT8], nice=10)
+    assert registry.start(lite0, [Variant.INT8]) is first  # joins the running conversion
+    assert first.variants == (Variant.FP32, Variant.INT8)  # the Keras original needs none
+    failing = registry.start(fashion, [Variant.INT8])
+    time.sleep(0.1)
+    assert first.message == "quantizing int8" and first.fraction == 0.5
+    release.set()
+    assert first.done.wait(5) and failing.done.wait(5)
+
+    assert first.error is None and isinstance(failing.error, ConversionError)
+    assert registry.start(fashion, [Variant.INT8]) is failing  # reported, not retried
+    assert calls == [("fp32", "int8"), ("int8",)]

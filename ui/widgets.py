@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import streamlit as st
@@ -9,7 +10,7 @@ import streamlit as st
 from inference import ModelSpec, Source, is_available
 from inference.paths import SAMPLES_DIR
 from inference.preprocess import IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_MB
-from inference.runner_cache import MAX_CACHED_RUNNERS
+from inference.runner_cache import MAX_CACHED_RUNNERS, RUNNERS, memory_cap
 from inference.specs import AnyVariant, Variant
 from inference.system import resident_bytes
 from ui.resources import ImageInput, available_specs
@@ -26,8 +27,6 @@ __all__ = [
     "variants_picker",
 ]
 
-MEMORY_CAP_BYTES = 2_700_000_000
-"""Streamlit Community Cloud's memory limit for an app."""
 _SOURCE_ORDER = {Source.BUNDLED: 0, Source.CUSTOM: 1, Source.DOWNLOAD: 2}
 
 
@@ -171,12 +170,22 @@ def image_inputs(
 
 
 def memory_readout() -> None:
-    """This server's resident memory against Community Cloud's 2.7 GB cap."""
+    """This server's resident memory against its cap, and any runners released under pressure."""
+    cap, share = memory_cap()
     rss = resident_bytes()
-    share = rss / MEMORY_CAP_BYTES
     st.progress(
-        min(share, 1.0),
-        text=f"Server memory: {rss / 1e9:.2f} GB of Community Cloud's "
-        f"{MEMORY_CAP_BYTES / 1e9:.1f} GB cap ({share:.0%}); loaded models are shared by all "
-        f"sessions, at most {MAX_CACHED_RUNNERS} at a time.",
+        min(rss / cap, 1.0),
+        text=f"Server memory: {rss / 1e9:.2f} GB of its {cap / 1e9:.1f} GB cap "
+        f"({rss / cap:.0%}); loaded models are shared by all sessions, at most "
+        f"{MAX_CACHED_RUNNERS} at a time, and the least recently used are released once "
+        f"memory passes {share:.0%} of the cap.",
     )
+    if RUNNERS.releases:
+        last = RUNNERS.releases[-1]
+        st.warning(
+            f"Memory passed {last.threshold / 1e9:.2f} GB at "
+            f"{time.strftime('%H:%M:%S', time.localtime(last.when))}: released "
+            f"{', '.join(last.released)} ({last.resident_before / 1e9:.2f} → "
+            f"{last.resident_after / 1e9:.2f} GB). They load again when next used.",
+            icon=":material/memory:",
+        )
