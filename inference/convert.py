@@ -263,6 +263,11 @@ def _ensure(
     needs_images = any(r.needs_calibration for r in recipes)
     images = calibration_set(spec, calibration) if needs_images else []
     paths = {r: recipe_path(spec, r, images or None) for r in recipes}
+    if is_valid(source) and all(is_valid(p) for p in paths.values()):
+        # Files are written atomically, so a valid one is complete: no need to wait for
+        # the model's lock, which a background conversion of other variants may hold.
+        _mark_used([source, *paths.values()])
+        return paths
     with _model_lock(spec):
         missing = {r: p for r, p in paths.items() if not is_valid(p)}
         for path in missing.values():

@@ -92,15 +92,9 @@ def with_metadata(
 ) -> bytes:
     """``model`` with labels and normalization as metadata (any earlier metadata replaced)."""
     norm = NORMALIZATION[normalize]
-    image = md.TensorMetadataT()
-    image.name = "image"
-    image.description = "Input image"
-    image.content = md.ContentT()
-    image.content.contentPropertiesType = md.ContentProperties.ImageProperties
-    image.content.contentProperties = md.ImagePropertiesT()
-    image.content.contentProperties.colorSpace = (
-        md.ColorSpaceType.GRAYSCALE if grayscale else md.ColorSpaceType.RGB
-    )
+    color = md.ImagePropertiesT()
+    color.colorSpace = md.ColorSpaceType.GRAYSCALE if grayscale else md.ColorSpaceType.RGB
+    image = _tensor("image", "Input image", md.ContentProperties.ImageProperties, color)
     if norm is not None:
         unit = md.ProcessUnitT()
         unit.optionsType = md.ProcessUnitOptions.NormalizationOptions
@@ -110,12 +104,12 @@ def with_metadata(
     image.stats = md.StatsT()
     image.stats.max, image.stats.min = [255.0], [0.0]
 
-    scores = md.TensorMetadataT()
-    scores.name = "probability"
-    scores.description = "Probability of each class"
-    scores.content = md.ContentT()
-    scores.content.contentPropertiesType = md.ContentProperties.FeatureProperties
-    scores.content.contentProperties = md.FeaturePropertiesT()
+    scores = _tensor(
+        "probability",
+        "Probability of each class",
+        md.ContentProperties.FeatureProperties,
+        md.FeaturePropertiesT(),
+    )
     labels_file = md.AssociatedFileT()
     labels_file.name = LABELS_FILE
     labels_file.description = "One label per class, in output order"
@@ -161,6 +155,15 @@ def with_metadata(
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(LABELS_FILE, "\n".join(labels) + "\n")
     return packed.getvalue()
+
+
+def _tensor(name: str, description: str, kind: int, properties: Any) -> md.TensorMetadataT:
+    tensor = md.TensorMetadataT()
+    tensor.name, tensor.description = name, description
+    tensor.content = md.ContentT()
+    tensor.content.contentPropertiesType = kind
+    tensor.content.contentProperties = properties
+    return tensor
 
 
 def _text(value: bytes | str | None) -> str:
