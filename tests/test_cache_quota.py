@@ -77,3 +77,32 @@ def test_a_quota_in_the_environment_is_kept_after_each_build(
 
     assert is_valid(new) and not old.exists()  # the new file is just used: it stays
     assert cache_usage()[0] <= total
+
+
+def test_a_ready_file_is_served_while_another_conversion_holds_the_model(cache: Path) -> None:
+    import threading
+
+    from inference.convert import _model_lock
+
+    made = ensure_variants(FASHION, [Variant.DYNAMIC])
+    held, finished = threading.Event(), threading.Event()
+
+    def convert_something_else() -> None:  # stands in for a background conversion
+        with _model_lock(FASHION):
+            held.set()
+            finished.wait(60)
+
+    worker = threading.Thread(target=convert_something_else)
+    worker.start()
+    try:
+        assert held.wait(10)
+        got: list[object] = []
+        asker = threading.Thread(
+            target=lambda: got.append(ensure_variants(FASHION, [Variant.DYNAMIC]))
+        )
+        asker.start()
+        asker.join(30)
+        assert got == [made]  # answered without waiting for the lock
+    finally:
+        finished.set()
+        worker.join()
