@@ -9,7 +9,9 @@ under its module name, which is when ``app`` is built.
 import streamlit as st
 
 if __name__ == "__main__":
-    st.set_page_config(page_title="QuantLens", page_icon=":material/biotech:", layout="wide")
+    # A local icon: a material-symbol favicon is fetched from fonts.gstatic.com, which an
+    # offline deployment cannot reach.
+    st.set_page_config(page_title="QuantLens", page_icon="assets/icon.png", layout="wide")
 
     pages = [
         st.Page(

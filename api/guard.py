@@ -121,11 +121,13 @@ def _limiter_from_env() -> RateLimiter:
 LIMITER = _limiter_from_env()
 
 
-def guarded(endpoint: Endpoint, *, limiter: RateLimiter | None = None) -> Endpoint:
-    """``endpoint`` behind the API key (if one is set) and the client's rate limit."""
+def guarded(
+    endpoint: Endpoint, *, limiter: RateLimiter | None = None, key: bool = True
+) -> Endpoint:
+    """``endpoint`` behind the API key (if one is set and ``key``) and the client's rate limit."""
 
     async def call(request: Request) -> Response:
-        expected = api_key()
+        expected = api_key() if key else None
         sent = _sent_key(request)
         if expected is not None and (
             sent is None or not hmac.compare_digest(sent.encode(), expected.encode())

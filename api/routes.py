@@ -4,6 +4,8 @@
   returns the CLI's ``predict --json`` list (one object per variant).
 - ``GET /api/models``: the zoo, as ``python -m inference models --json``.
 - ``GET /api/health``: liveness, with the memory in use.
+- ``GET /api/browser-file?model=&variant=``: a converted variant as LiteRT.js
+  runs it (batch 1, float interface), for the Classify page's browser panel.
 
 ``/api/models`` and ``/api/predict`` sit behind :func:`api.guard.guarded`: an
 optional API key, and a per-client rate limit (429 with ``Retry-After``).
@@ -22,7 +24,7 @@ import logging
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from api.guard import drain, guarded
@@ -37,10 +39,11 @@ from inference import (
     get_spec,
     parse_variants,
 )
-from inference.convert import is_converted
+from inference.convert import browser_path, is_converted
 from inference.errors import one_line
 from inference.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_MB
 from inference.runner_cache import RUNNERS
+from inference.saved_variants import with_saved
 from inference.system import resident_bytes
 from inference.zoo import describe
 
@@ -133,8 +136,32 @@ async def predict(request: Request) -> JSONResponse:
         return _error(500, one_line(exc, context="POST /api/predict", log=log))
 
 
+async def browser_file(request: Request) -> Response:
+    """``GET /api/browser-file?model=&variant=``: a converted variant as LiteRT.js runs it."""
+    params = request.query_params
+    model = params.get("model", DEFAULT_MODEL)
+    if model not in ZOO:
+        return _error(404, f"expected model to be one of {{{', '.join(ZOO)}}}; received {model!r}")
+    spec = with_saved(ZOO[model])
+    try:
+        (variant,) = parse_variants(params.get("variant", "int8"), spec.variants)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    if not variant.is_tflite:
+        return _error(400, "the Keras original has no .tflite file to run in a browser")
+    if not is_converted(spec, variant):
+        return _error(503, f"{model} {variant} is not converted yet")
+    try:
+        path = await run_in_threadpool(browser_path, spec, variant)
+    except Exception as exc:
+        return _error(500, one_line(exc, context="GET /api/browser-file", log=log))
+    return FileResponse(path, media_type="application/octet-stream")
+
+
 routes = [
     Route("/api/health", health, methods=["GET"]),
     Route("/api/models", guarded(models), methods=["GET"]),
     Route("/api/predict", guarded(predict), methods=["POST"]),
+    # The dashboard's own browser panel fetches these: rate limited, but no API key.
+    Route("/api/browser-file", guarded(browser_file, key=False), methods=["GET"]),
 ]

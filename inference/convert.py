@@ -35,8 +35,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from inference.browser_file import browser_file
 from inference.calibration import calibration_id, calibration_images
-from inference.child import ChildFailed, Progress, run_child
+from inference.child import ChildFailed, Progress, run_child, write_atomically
 from inference.errors import ConversionError, InputError
 from inference.paths import CACHE_ENV, cache_dir
 from inference.recipes import Recipe, variant_recipe
@@ -48,6 +49,7 @@ __all__ = [
     "CACHE_ENV",
     "QUOTA_ENV",
     "TIMEOUT_ENV",
+    "browser_path",
     "cache_quota",
     "cache_usage",
     "conversion_record",
@@ -154,6 +156,22 @@ def variant_path(
         assert spec.path is not None
         return spec.path
     return recipe_path(spec, variant_recipe(variant), _own_calibration(variant, calibration))
+
+
+def browser_path(spec: ModelSpec, variant: AnyVariant) -> Path:
+    """The variant's file as LiteRT.js runs it (batch 1, float interface), made once and kept.
+
+    Raises:
+        InputError: The variant is not converted yet (call :func:`ensure_variants` first).
+    """
+    source = variant_path(spec, variant)
+    if not is_valid(source):
+        raise InputError(f"{spec.name} {variant} is not converted yet")
+    target = cache_dir() / "web" / source.name
+    if not is_valid(target) or target.stat().st_mtime_ns < source.stat().st_mtime_ns:
+        target.parent.mkdir(exist_ok=True)
+        write_atomically(target, browser_file(source.read_bytes()))
+    return target
 
 
 def calibration_set(spec: ModelSpec, calibration: Sequence[Path] | None) -> list[Path]:

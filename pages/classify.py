@@ -9,6 +9,7 @@ from inference.background import CONVERSIONS
 from inference.convert import is_converted
 from inference.specs import SLOW_VARIANTS
 from ui import charts, tables
+from ui.browser import browser_panel
 from ui.resources import get_runners, pending_conversion, predict_images, show_error
 from ui.widgets import image_inputs, model_picker, variants_picker
 
@@ -66,7 +67,9 @@ if not runners:
 sizes = {variant: runner.size_bytes for variant, runner in runners.items()}
 
 summary = []
+all_shown = []
 for shown in predict_images(images, spec, runners, remeasure=remeasure):
+    all_shown.append(shown)
     st.divider()
     image, picture, results = shown.image, shown.picture, shown.results
     summary.extend(results.values())
@@ -114,3 +117,6 @@ if len(images) > 1 and summary:
         mime="text/csv",
         key="classify_csv",
     )
+
+if not pending:
+    browser_panel(spec, all_shown, list(runners))

@@ -306,3 +306,39 @@ def test_rest_api_without_an_image_field(server: str) -> None:
     except urllib.error.HTTPError as exc:
         assert exc.code == 400
         assert "file field 'image'" in json.loads(exc.read())["error"]
+
+
+def test_the_variants_run_in_the_visitors_browser_with_litertjs(server: str, browser) -> None:
+    """int8 and fp32 of Lite0 (and the other TFLite variants) run in Chromium, offline."""
+    page = browser.new_page(viewport={"width": 1400, "height": 4200})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(server)
+    page.get_by_text("Choose a model first").wait_for()
+    page.locator("[data-testid=stSelectbox]").first.click()
+    page.get_by_role("option", name="EfficientNet-Lite0").click()
+    page.get_by_text("Upload an image, take a photo").wait_for()
+    page.locator("[data-testid=stMultiSelect]").nth(1).click()
+    page.get_by_role("option", name="chelsea.jpg").click()
+    page.get_by_role("option", name="coffee.jpg").click()
+    page.keyboard.press("Escape")
+    page.get_by_text("coffee.jpg:").first.wait_for()
+
+    page.get_by_role("button", name="Run in my browser").click()
+    summary = page.get_by_text("Same top-1 as the server in").first
+    summary.wait_for(timeout=180_000)
+    text = summary.inner_text()
+    page.get_by_text("In your browser").first.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "05-browser.png")
+    page.close()
+
+    # Every TFLite variant offered by default (fp32, fp16, dynamic, int8, w4) on both photos.
+    assert "10 of 10" in text and "backend wasm" in text, text
+    assert "int8" in text and "fp32" in text
+    fetched = [url for url in requests if "/api/browser-file" in url]
+    assert any("variant=int8" in url for url in fetched) and any(
+        "variant=fp32" in url for url in fetched
+    )
+    elsewhere = [u for u in requests if not u.startswith((server, "data:", "blob:"))]
+    assert elsewhere == []  # nothing from a CDN: the app works offline

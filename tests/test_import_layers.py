@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "recipes": 1,
     "metadata_schema": 0,
     "tflite_metadata": 1,
+    "browser_file": 1,
     # builders of Keras models
     "efficientnet_lite": 2,
     "fashion_mnist": 2,
