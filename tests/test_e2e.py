@@ -342,3 +342,26 @@ def test_the_variants_run_in_the_visitors_browser_with_litertjs(server: str, bro
     )
     elsewhere = [u for u in requests if not u.startswith((server, "data:", "blob:"))]
     assert elsewhere == []  # nothing from a CDN: the app works offline
+
+
+def test_a_browser_without_wasm_simd_gets_one_line(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 3000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.add_init_script("WebAssembly.validate = () => false;")  # every frame: no SIMD
+    page.goto(server)
+    page.get_by_text("Choose a model first").wait_for()
+    page.locator("[data-testid=stSelectbox]").first.click()
+    page.get_by_role("option", name="EfficientNet-Lite0").click()
+    page.get_by_text("Upload an image, take a photo").wait_for()
+    page.locator("[data-testid=stMultiSelect]").nth(1).click()
+    page.get_by_role("option", name="chelsea.jpg").click()
+    page.keyboard.press("Escape")
+    page.get_by_text("chelsea.jpg:").first.wait_for()
+
+    page.get_by_role("button", name="Run in my browser").click()
+    warning = page.get_by_text("This browser has no WebAssembly SIMD").first
+    warning.wait_for()
+    text = warning.inner_text()
+    page.close()
+
+    assert "LiteRT.js needs" in text

@@ -120,6 +120,7 @@ def _rows(
                 "variant": result["variant"],
                 "browser top-1": labels[int(index)],
                 "browser score": float(score),
+                "browser top-5": ", ".join(f"{labels[int(i)]} {p:.1%}" for i, p in result["top"]),
                 "server top-1": theirs.top_k[0].label if theirs else None,
                 "same top-1": theirs is not None and theirs.top_k[0].index == int(index),
                 "backend": result["backend"],
