@@ -15,13 +15,12 @@ schema classes.
 
 from __future__ import annotations
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
 
-__all__ = ["browser_file"]
+from inference.tflite_file import pack_model, unpack_model
 
-MODEL_IDENTIFIER = b"TFL3"
+__all__ = ["browser_file"]
 
 
 def _opcode(model: tfl.ModelT, builtin: int) -> int:
@@ -60,13 +59,7 @@ def _op(opcode: int, inputs: list[int], outputs: list[int]) -> tfl.OperatorT:
 
 def browser_file(model: bytes) -> bytes:
     """``model`` with batch 1 and a float32 interface (see the module docstring)."""
-    tree = tfl.ModelT.InitFromPackedBuf(model, 0)
-    for buffer in tree.buffers:  # constants stored after the flatbuffer go back inside
-        if buffer.offset and buffer.offset > 1:
-            buffer.data = np.frombuffer(
-                model[buffer.offset : buffer.offset + buffer.size], np.uint8
-            )
-            buffer.offset = buffer.size = 0
+    tree = unpack_model(model)
     graph = tree.subgraphs[0]
     for tensor in graph.tensors:
         if tensor.shapeSignature is not None and len(tensor.shapeSignature):
@@ -97,6 +90,4 @@ def browser_file(model: bytes) -> bytes:
     for signature in tree.signatureDefs or []:
         for mapping in [*(signature.inputs or []), *(signature.outputs or [])]:
             mapping.tensorIndex = renamed.get(mapping.tensorIndex, mapping.tensorIndex)
-    builder = flatbuffers.Builder(len(model) + 4096)
-    builder.Finish(tree.Pack(builder), MODEL_IDENTIFIER)
-    return bytes(builder.Output())
+    return pack_model(tree, len(model))

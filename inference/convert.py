@@ -398,20 +398,8 @@ def _child_error(failure: ChildFailed, what: str, limit: float, log: Path) -> Co
 def _convert_float(
     spec: ModelSpec, output: Path, progress: Progress | None, timeout: float | None
 ) -> None:
-    limit = _timeout(timeout)
-    log_path = cache_dir() / f"{spec.name}.convert.log"
     request = {"spec": spec.to_json(), "output": str(output)}
-    try:
-        run_child(
-            "inference.convert_worker",
-            request,
-            timeout=limit,
-            log_path=log_path,
-            progress=progress,
-            nice=_NICE.get(),
-        )
-    except ChildFailed as failure:
-        raise _child_error(failure, f"{spec.name}: conversion", limit, log_path) from None
+    _stage(spec, "convert", request, progress, timeout)
 
 
 def _quantize(
@@ -422,8 +410,6 @@ def _quantize(
     progress: Progress | None,
     timeout: float | None,
 ) -> None:
-    limit = _timeout(timeout)
-    log_path = cache_dir() / f"{spec.name}.quantize.log"
     request = {
         "float": str(source),
         "preprocessing": dataclasses.asdict(spec.preprocessing),
@@ -431,15 +417,30 @@ def _quantize(
         "metadata": describe_spec(spec),
         "jobs": [{"name": r.name, "rules": r.rules, "output": str(p)} for r, p in outputs.items()],
     }
+    _stage(spec, "quantize", request, progress, timeout, memory_bytes=QUANTIZER_MEMORY_BYTES)
+
+
+def _stage(
+    spec: ModelSpec,
+    stage: str,
+    request: dict[str, Any],
+    progress: Progress | None,
+    timeout: float | None,
+    memory_bytes: int | None = None,
+) -> None:
+    """Run ``inference.<stage>_worker`` on ``request``; its failure becomes one line."""
+    limit = _timeout(timeout)
+    log_path = cache_dir() / f"{spec.name}.{stage}.log"
+    what = {"convert": "conversion", "quantize": "quantization"}[stage]
     try:
         run_child(
-            "inference.quantize_worker",
+            f"inference.{stage}_worker",
             request,
             timeout=limit,
             log_path=log_path,
-            memory_bytes=QUANTIZER_MEMORY_BYTES,
+            memory_bytes=memory_bytes,
             progress=progress,
             nice=_NICE.get(),
         )
     except ChildFailed as failure:
-        raise _child_error(failure, f"{spec.name}: quantization", limit, log_path) from None
+        raise _child_error(failure, f"{spec.name}: {what}", limit, log_path) from None

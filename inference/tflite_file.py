@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
+from ai_edge_litert import schema_py_generated as tfl
 from ai_edge_litert.interpreter import Interpreter
 
 from inference.errors import InputError
@@ -182,3 +184,26 @@ def output_kind(interpreter: Interpreter, output_index: int) -> OutputKind:
             return "logits"
         tensor = int(op["inputs"][0])
     return "logits"
+
+
+def unpack_model(model: bytes) -> tfl.ModelT:
+    """A ``.tflite`` as LiteRT's editable object tree, every constant inside it.
+
+    ai-edge-quantizer stores some constants after the flatbuffer, by offset;
+    :func:`pack_model` writes a new flatbuffer, so they are read back in here.
+    Anything else appended (a metadata zip) is left behind.
+    """
+    tree = tfl.ModelT.InitFromPackedBuf(model, 0)
+    for buffer in tree.buffers:
+        if buffer.offset and buffer.offset > 1:
+            end = buffer.offset + buffer.size
+            buffer.data = np.frombuffer(model[buffer.offset : end], dtype=np.uint8)
+            buffer.offset = buffer.size = 0
+    return tree
+
+
+def pack_model(tree: tfl.ModelT, size_hint: int = 0) -> bytes:
+    """The ``.tflite`` flatbuffer of an object tree from :func:`unpack_model`."""
+    builder = flatbuffers.Builder(size_hint + 4096)
+    builder.Finish(tree.Pack(builder), TFLITE_IDENTIFIER)
+    return bytes(builder.Output())

@@ -30,12 +30,12 @@ from ai_edge_litert import schema_py_generated as tfl
 from inference import metadata_schema as md
 from inference.errors import InputError
 from inference.specs import ModelSpec, NormalizeMode
+from inference.tflite_file import pack_model, unpack_model
 
 __all__ = ["NORMALIZATION", "FileMetadata", "describe_spec", "read_metadata", "with_metadata"]
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
-MODEL_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
 MAX_LABELS_BYTES = 2_000_000
 """A labels file inside a file someone brings is read only up to this size."""
@@ -127,15 +127,7 @@ def with_metadata(
     builder = flatbuffers.Builder(1024)
     builder.Finish(metadata.Pack(builder), METADATA_IDENTIFIER)
 
-    # Unpacking reads the flatbuffer alone: an archive appended earlier is left behind.
-    graph = tfl.ModelT.InitFromPackedBuf(model, 0)
-    for buffer in graph.buffers:
-        # ai-edge-quantizer stores some constants after the flatbuffer, by offset; packing
-        # writes a new flatbuffer, so they go back inside it.
-        if buffer.offset and buffer.offset > 1:
-            end = buffer.offset + buffer.size
-            buffer.data = np.frombuffer(model[buffer.offset : end], dtype=np.uint8)
-            buffer.offset = buffer.size = 0
+    graph = unpack_model(model)  # an archive appended earlier is left behind
     for old in graph.metadata or []:
         if _text(old.name) == METADATA_NAME:  # replaced: its buffer is emptied, not left behind
             graph.buffers[old.buffer].data = None
@@ -147,10 +139,7 @@ def with_metadata(
     entry.name = METADATA_NAME
     entry.buffer = len(graph.buffers) - 1
     graph.metadata.append(entry)
-    out = flatbuffers.Builder(len(model) + 4096)
-    out.Finish(graph.Pack(out), MODEL_IDENTIFIER)
-
-    packed = io.BytesIO(bytes(out.Output()))
+    packed = io.BytesIO(pack_model(graph, len(model)))
     packed.seek(0, io.SEEK_END)
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(LABELS_FILE, "\n".join(labels) + "\n")

@@ -308,22 +308,27 @@ def test_rest_api_without_an_image_field(server: str) -> None:
         assert "file field 'image'" in json.loads(exc.read())["error"]
 
 
-def test_the_variants_run_in_the_visitors_browser_with_litertjs(server: str, browser) -> None:
-    """int8 and fp32 of Lite0 (and the other TFLite variants) run in Chromium, offline."""
-    page = browser.new_page(viewport={"width": 1400, "height": 4200})
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    requests: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
+def _classify_samples(page, server: str, samples: list[str]) -> None:
+    """Open Classify, pick EfficientNet-Lite0 and bundled samples; wait for the last answer."""
     page.goto(server)
     page.get_by_text("Choose a model first").wait_for()
     page.locator("[data-testid=stSelectbox]").first.click()
     page.get_by_role("option", name="EfficientNet-Lite0").click()
     page.get_by_text("Upload an image, take a photo").wait_for()
     page.locator("[data-testid=stMultiSelect]").nth(1).click()
-    page.get_by_role("option", name="chelsea.jpg").click()
-    page.get_by_role("option", name="coffee.jpg").click()
+    for sample in samples:
+        page.get_by_role("option", name=sample).click()
     page.keyboard.press("Escape")
-    page.get_by_text("coffee.jpg:").first.wait_for()
+    page.get_by_text(f"{samples[-1]}:").first.wait_for()
+
+
+def test_the_variants_run_in_the_visitors_browser_with_litertjs(server: str, browser) -> None:
+    """int8 and fp32 of Lite0 (and the other TFLite variants) run in Chromium, offline."""
+    page = browser.new_page(viewport={"width": 1400, "height": 4200})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    _classify_samples(page, server, ["chelsea.jpg", "coffee.jpg"])
 
     page.get_by_role("button", name="Run in my browser").click()
     summary = page.get_by_text("Same top-1 as the server in").first
@@ -348,15 +353,7 @@ def test_a_browser_without_wasm_simd_gets_one_line(server: str, browser) -> None
     page = browser.new_page(viewport={"width": 1400, "height": 3000})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.add_init_script("WebAssembly.validate = () => false;")  # every frame: no SIMD
-    page.goto(server)
-    page.get_by_text("Choose a model first").wait_for()
-    page.locator("[data-testid=stSelectbox]").first.click()
-    page.get_by_role("option", name="EfficientNet-Lite0").click()
-    page.get_by_text("Upload an image, take a photo").wait_for()
-    page.locator("[data-testid=stMultiSelect]").nth(1).click()
-    page.get_by_role("option", name="chelsea.jpg").click()
-    page.keyboard.press("Escape")
-    page.get_by_text("chelsea.jpg:").first.wait_for()
+    _classify_samples(page, server, ["chelsea.jpg"])
 
     page.get_by_role("button", name="Run in my browser").click()
     warning = page.get_by_text("This browser has no WebAssembly SIMD").first
