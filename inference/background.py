@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from inference.convert import ensure_variants, is_converted, lower_priority
+from inference.convert import ensure_variants, lower_priority
 from inference.runner_cache import model_key
 from inference.specs import AnyVariant, ModelSpec
 
@@ -40,10 +40,6 @@ class Conversion:
 
     def _report(self, message: str, fraction: float) -> None:
         self.message, self.fraction = message, fraction
-
-    @property
-    def ready(self) -> tuple[AnyVariant, ...]:
-        return tuple(v for v in self.variants if is_converted(self.spec, v))
 
     @property
     def seconds(self) -> float:

@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -91,6 +92,7 @@ def lower_priority(nice: int = 10) -> Iterator[None]:
         _NICE.reset(token)
 
 
+@functools.cache  # asked for on every cache-path lookup (each page rerun); fixed per process
 def _version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)

@@ -52,6 +52,11 @@ def memory_cap() -> tuple[int, float]:
     return (cap if cap > 0 else DEFAULT_CAP_BYTES), min(max(share, 0.05), 1.0)
 
 
+def _default_threshold() -> int:
+    cap, share = memory_cap()
+    return int(cap * share)
+
+
 @dataclass(frozen=True)
 class Release:
     """Runners let go because the server's memory passed its threshold."""
@@ -96,7 +101,7 @@ class RunnerCache:
             resident: The process's resident bytes (a parameter for tests).
         """
         self.capacity = capacity
-        self._threshold = threshold or (lambda: int(memory_cap()[0] * memory_cap()[1]))
+        self._threshold = threshold or _default_threshold
         self._resident = resident
         self._runners: OrderedDict[tuple[str, AnyVariant], Runner] = OrderedDict()
         self._lock = threading.Lock()
