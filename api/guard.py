@@ -2,15 +2,26 @@
 
 - ``QUANTLENS_API_KEY`` (environment) or ``QUANTLENS_API_KEY`` in ``st.secrets``:
   when set, every route but ``/api/health`` needs it, as ``X-API-Key: KEY`` or
-  ``Authorization: Bearer KEY``; otherwise 401.
+  ``Authorization: Bearer KEY``; otherwise 401. It fails closed: when a
+  secrets file exists but cannot be read (a TOML syntax error, bytes that are
+  not UTF-8, a folder in its place), those routes answer 503 and the
+  ``quantlens.api`` log says why; the file is read again on the next request,
+  so a mended file is picked up. No secrets file at all means no key.
+  (Streamlit reads the files of its ``secrets.files`` option, by default
+  ``~/.streamlit/secrets.toml`` and ``<cwd>/.streamlit/secrets.toml``, and
+  raises ``StreamlitSecretNotFoundError`` for both "no file" and "bad file":
+  only its ``error_id`` tells them apart.)
 - ``QUANTLENS_API_RATE`` (requests per minute, default 60) and
   ``QUANTLENS_API_BURST`` (default 10): each client gets a bucket of ``burst``
   tokens refilled at ``rate``; an empty bucket answers 429 with
   ``Retry-After`` (whole seconds until a token is back).
 - A client is its API key if it sent one, else its address. Behind a proxy
   (Community Cloud) every request comes from the proxy; set
-  ``QUANTLENS_TRUST_PROXY=1`` to use the first ``X-Forwarded-For`` address
-  instead (only where the proxy sets it: a client can write that header).
+  ``QUANTLENS_TRUST_PROXY=1`` to use the ``X-Forwarded-For`` address that the
+  proxy appended instead: the last entry, or with ``QUANTLENS_PROXY_HOPS=N``
+  (default 1) trusted proxies in a row, the Nth from the right. Entries to
+  the left of those are the client's own writing and never used; a header with
+  fewer than N entries falls back to the connection's address.
 
 Hand-written rather than a package (slowapi, limits): it is twenty lines, and
 those packages hook into FastAPI or need a storage backend this single-process
@@ -20,6 +31,7 @@ app does not have.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import os
 import threading
@@ -30,17 +42,29 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["KEY_ENV", "RateLimiter", "api_key", "drain", "guarded"]
+__all__ = [
+    "KEY_ENV",
+    "ORIGINAL_ENV",
+    "RateLimiter",
+    "SecretsUnreadableError",
+    "api_key",
+    "drain",
+    "guarded",
+    "may_load_original",
+]
 
 KEY_ENV = "QUANTLENS_API_KEY"
 RATE_ENV = "QUANTLENS_API_RATE"
 BURST_ENV = "QUANTLENS_API_BURST"
 PROXY_ENV = "QUANTLENS_TRUST_PROXY"
+HOPS_ENV = "QUANTLENS_PROXY_HOPS"
+ORIGINAL_ENV = "QUANTLENS_API_ORIGINAL"
 MAX_CLIENTS = 10_000
 """Buckets kept; the least recently seen client is forgotten first (a full bucket)."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 DRAIN_LIMIT_BYTES = 100_000_000
+log = logging.getLogger("quantlens.api")
 
 
 async def drain(request: Request, limit: int = DRAIN_LIMIT_BYTES) -> None:
@@ -79,17 +103,61 @@ class RateLimiter:
         return wait
 
 
+class SecretsUnreadableError(Exception):
+    """A secrets file exists but cannot be read: the key is unknown, so the API stays shut."""
+
+
+SECRETS_UNREADABLE = "the API key could not be read from secrets.toml; the server's log says why"
+_NO_SECRETS_FILE = "no-secrets-found"
+"""``error_id`` of Streamlit's ``StreamlitSecretNotFoundError`` when no secrets file exists."""
+_logged_secrets_error: str | None = None
+
+
 def api_key() -> str | None:
-    """The deployment's key: the environment first, then Streamlit's secrets."""
+    """The deployment's key: the environment first, then Streamlit's secrets.
+
+    Streamlit re-reads the files on every call until one parses (it caches only
+    a success, and watches the files it parsed), so a mended file is picked up.
+
+    Raises:
+        SecretsUnreadableError: a secrets file exists but cannot be read or
+            parsed. Each new reason is logged once, as one line.
+    """
+    global _logged_secrets_error
     if os.environ.get(KEY_ENV):
         return os.environ[KEY_ENV]
-    try:
-        import streamlit as st  # noqa: PLC0415 - only deployments with secrets need it
+    import streamlit as st  # noqa: PLC0415 - only the server needs it, and it has it loaded
+    from streamlit import config  # noqa: PLC0415
 
+    try:
         value = st.secrets.get(KEY_ENV)
-    except Exception:  # no secrets file: Streamlit raises its own error type
-        return None
+    except Exception as exc:  # parse errors, OSError, UnicodeDecodeError: all but "no file"
+        if getattr(exc, "error_id", None) == _NO_SECRETS_FILE:
+            _logged_secrets_error = None
+            return None
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        files = ", ".join(config.get_option("secrets.files"))
+        if f"{files}: {reason}" != _logged_secrets_error:
+            _logged_secrets_error = f"{files}: {reason}"
+            log.error(
+                "%s could not be read from the secrets (%s): %s; "
+                "the routes that need the key answer 503 until the file is mended",
+                KEY_ENV,
+                files,
+                reason,
+            )
+        raise SecretsUnreadableError(reason) from exc
+    _logged_secrets_error = None
     return str(value) if value else None
+
+
+def may_load_original(request: Request) -> bool:
+    """Whether this caller may load the Keras original: TensorFlow in the server, maybe weights.
+
+    Callers holding the API key may; everyone may where the operator set
+    ``QUANTLENS_API_ORIGINAL=1``.
+    """
+    return getattr(request.state, "key_holder", False) or os.environ.get(ORIGINAL_ENV) == "1"
 
 
 def _sent_key(request: Request) -> str | None:
@@ -102,9 +170,29 @@ def _sent_key(request: Request) -> str | None:
 def _client(request: Request, key: str | None) -> str:
     if key:
         return f"key:{key}"
-    if os.environ.get(PROXY_ENV) == "1" and request.headers.get("x-forwarded-for"):
-        return request.headers["x-forwarded-for"].split(",")[0].strip()
-    return request.client.host if request.client else "unknown"
+    peer = request.client.host if request.client else "unknown"
+    if os.environ.get(PROXY_ENV) != "1":
+        return peer
+    # Each proxy appends the address it was called from; the client writes whatever
+    # it likes to the left of those. Several header lines are one list, in order.
+    entries = [
+        entry.strip()
+        for line in request.headers.getlist("x-forwarded-for")
+        for entry in line.split(",")
+    ]
+    hops = _proxy_hops()
+    if len(entries) < hops or not entries[-hops]:
+        return peer  # no entry from the trusted proxy: never one the client wrote
+    return entries[-hops]
+
+
+def _proxy_hops() -> int:
+    """``QUANTLENS_PROXY_HOPS``: trusted proxies in front of the server (1 if unset or unusable)."""
+    try:
+        hops = int(os.environ.get(HOPS_ENV, "1"))
+    except ValueError:
+        return 1
+    return hops if hops >= 1 else 1
 
 
 def _limiter_from_env() -> RateLimiter:
@@ -127,7 +215,11 @@ def guarded(
     """``endpoint`` behind the API key (if one is set and ``key``) and the client's rate limit."""
 
     async def call(request: Request) -> Response:
-        expected = api_key() if key else None
+        try:
+            expected = api_key() if key else None
+        except SecretsUnreadableError:  # fail closed: the key exists, but nobody knows it
+            await drain(request)
+            return JSONResponse({"error": SECRETS_UNREADABLE}, status_code=503)
         sent = _sent_key(request)
         if expected is not None and (
             sent is None or not hmac.compare_digest(sent.encode(), expected.encode())
@@ -147,6 +239,7 @@ def guarded(
                 status_code=429,
                 headers={"Retry-After": str(seconds)},
             )
+        request.state.key_holder = expected is not None  # the key was asked for and matched
         return await endpoint(request)
 
     return call

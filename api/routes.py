@@ -4,8 +4,17 @@
   returns the CLI's ``predict --json`` list (one object per variant).
 - ``GET /api/models``: the zoo, as ``python -m inference models --json``.
 - ``GET /api/health``: liveness, with the memory in use.
-- ``GET /api/browser-file?model=&variant=``: a converted variant as LiteRT.js
-  runs it (batch 1, float interface), for the Classify page's browser panel.
+- ``GET /api/browser-file?model=&variant=&session=``: a converted variant as
+  LiteRT.js runs it (batch 1, float interface), for the Classify page's browser
+  panel; ``session`` is the page's token, which opens that visitor's own
+  recipe variants.
+
+Models and variants are resolved as every front end resolves them
+(:func:`inference.catalog.resolve`): built-in, saved with ``quantize --name``,
+and the session's. The Keras ``original`` (TensorFlow in the server; weights
+fetched for a download model) is served only to callers holding the API key,
+or to everyone where ``QUANTLENS_API_ORIGINAL=1``; otherwise 403, and
+``variant=all`` means every TFLite variant.
 
 ``/api/models`` and ``/api/predict`` sit behind :func:`api.guard.guarded`: an
 optional API key, and a per-client rate limit (429 with ``Retry-After``).
@@ -27,23 +36,23 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from api.guard import drain, guarded
+from api.guard import drain, guarded, may_load_original
 from inference import (
     DEFAULT_MODEL,
     ZOO,
     InferenceError,
     InputError,
+    ModelSpec,
     ModelUnavailableError,
-    Variant,
+    UsageError,
     classify,
-    get_spec,
-    parse_variants,
 )
+from inference.catalog import find_session, resolve, resolve_spec
 from inference.convert import browser_path, is_converted
-from inference.errors import one_line
+from inference.errors import NotAllowedError, one_line
 from inference.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_MB
 from inference.runner_cache import RUNNERS
-from inference.saved_variants import with_saved
+from inference.specs import AnyVariant
 from inference.system import resident_bytes
 from inference.zoo import describe
 
@@ -62,20 +71,21 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def models(request: Request) -> JSONResponse:
-    return JSONResponse([describe(spec) for spec in ZOO.values()])
+    return JSONResponse([describe(resolve_spec(spec)) for spec in ZOO.values()])
 
 
 class NotConvertedError(InferenceError):
     """The API serves converted variants only; converting is an operator's choice."""
 
 
-def _predict(model: str, variants: tuple[Variant, ...], data: bytes, name: str, k: int) -> list:
-    spec = get_spec(model)
+def _predict(
+    spec: ModelSpec, variants: tuple[AnyVariant, ...], data: bytes, name: str, k: int
+) -> list:
     missing = [v.value for v in variants if v.is_tflite and not is_converted(spec, v)]
     if missing:
         raise NotConvertedError(
-            f"{model} {', '.join(missing)} is not converted yet; convert it on the Models page "
-            f"or with: python -m inference convert --model {model}"
+            f"{spec.name} {', '.join(missing)} is not converted yet; convert it on the Models "
+            f"page or with: python -m inference convert --model {spec.name}"
         )
     results = []
     for variant in variants:
@@ -84,16 +94,30 @@ def _predict(model: str, variants: tuple[Variant, ...], data: bytes, name: str, 
     return results
 
 
+def _resolve(request: Request, **options: object) -> tuple[ModelSpec, tuple[AnyVariant, ...]]:
+    """The request's model and variants, as every front end resolves them (inference.catalog)."""
+    params = request.query_params
+    return resolve(
+        params.get("model", DEFAULT_MODEL),
+        params.get("variant", "int8"),
+        session=find_session(params.get("session")),
+        **options,
+    )
+
+
+def _refusal(exc: InputError | NotAllowedError) -> JSONResponse:
+    if isinstance(exc, NotAllowedError):
+        return _error(403, str(exc))
+    return _error(400 if isinstance(exc, UsageError) else 404, str(exc))
+
+
 async def predict(request: Request) -> JSONResponse:
     params = request.query_params
-    model = params.get("model", DEFAULT_MODEL)
-    if model not in ZOO:
-        return _error(404, f"expected model to be one of {{{', '.join(ZOO)}}}; received {model!r}")
-    spec = ZOO[model]
     try:
-        variants = parse_variants(params.get("variant", "int8"), spec.variants)
-    except ValueError as exc:
-        return _error(400, str(exc))
+        spec, variants = _resolve(request, original=may_load_original(request))
+    except (InputError, NotAllowedError) as exc:
+        await drain(request, DRAIN_LIMIT_BYTES)
+        return _refusal(exc)
     try:
         k = int(params.get("top_k", "5"))
         if not 1 <= k <= MAX_TOP_K:
@@ -127,7 +151,7 @@ async def predict(request: Request) -> JSONResponse:
     # The client's file name is only ever a label in the answer, never a path.
     name = (filename or "image")[-200:]
     try:
-        return JSONResponse(await run_in_threadpool(_predict, model, variants, data, name, k))
+        return JSONResponse(await run_in_threadpool(_predict, spec, variants, data, name, k))
     except InputError as exc:
         return _error(400, str(exc))
     except (ModelUnavailableError, NotConvertedError) as exc:
@@ -138,19 +162,12 @@ async def predict(request: Request) -> JSONResponse:
 
 async def browser_file(request: Request) -> Response:
     """``GET /api/browser-file?model=&variant=``: a converted variant as LiteRT.js runs it."""
-    params = request.query_params
-    model = params.get("model", DEFAULT_MODEL)
-    if model not in ZOO:
-        return _error(404, f"expected model to be one of {{{', '.join(ZOO)}}}; received {model!r}")
-    spec = with_saved(ZOO[model])
     try:
-        (variant,) = parse_variants(params.get("variant", "int8"), spec.variants)
-    except ValueError as exc:
-        return _error(400, str(exc))
-    if not variant.is_tflite:
-        return _error(400, "the Keras original has no .tflite file to run in a browser")
+        spec, (variant,) = _resolve(request, original=False, single=True)
+    except (InputError, NotAllowedError) as exc:
+        return _refusal(exc)
     if not is_converted(spec, variant):
-        return _error(503, f"{model} {variant} is not converted yet")
+        return _error(503, f"{spec.name} {variant} is not converted yet")
     try:
         path = await run_in_threadpool(browser_path, spec, variant)
     except Exception as exc:

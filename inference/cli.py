@@ -31,6 +31,7 @@ import numpy as np
 from inference import benchmark as bench
 from inference.autoquant import SearchStep, search
 from inference.calibration import calibration_images
+from inference.catalog import resolve, resolve_spec
 from inference.convert import conversion_record, ensure_recipe, ensure_variants, float_path
 from inference.custom import CUSTOM_SUFFIXES, custom_spec
 from inference.errors import InferenceError, InputError, UsageError
@@ -40,7 +41,7 @@ from inference.loading import load_runners
 from inference.pipeline import classify
 from inference.preprocess import decode_image, image_files, preprocess
 from inference.recipes import Recipe, load_recipe, variant_recipe
-from inference.saved_variants import save_variant, with_saved
+from inference.saved_variants import save_variant
 from inference.specs import (
     NORMALIZE_HELP,
     TFLITE_VARIANTS,
@@ -287,11 +288,11 @@ def resolve_model(args: argparse.Namespace) -> ModelSpec:
     if name in ZOO:
         if args.labels is not None:
             raise InputError(f"--labels is for your own model file; {name} has its own labels")
-        return with_saved(get_spec(name))
+        return resolve_spec(name)
     if Path(name).suffix.lower() in CUSTOM_SUFFIXES:
         outputs = None if args.outputs == "auto" else args.outputs
         spec = custom_spec(name, args.labels, normalize=args.normalize, outputs=outputs)
-        return with_saved(spec)
+        return resolve_spec(spec)
     return get_spec(name)  # raises, listing the choices
 
 
@@ -300,7 +301,7 @@ def _progress(message: str, fraction: float) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    rows = [describe(with_saved(spec)) for spec in ZOO.values()]
+    rows = [describe(resolve_spec(spec)) for spec in ZOO.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -320,7 +321,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.variant is None:
         variants = (Variant.INT8,) if Variant.INT8 in spec.variants else spec.variants[:1]
     else:
-        variants = parse_variants(args.variant, spec.variants)
+        _, variants = resolve(spec, args.variant)
     images = [Path(p) for p in args.images]
     for path in images:  # fail fast, before any model loads
         if not path.is_file():
@@ -396,7 +397,7 @@ def _labelled_set(data: Path, labels: tuple[str, ...]) -> LabelledSet:
 
 def cmd_autoquant(args: argparse.Namespace) -> int:
     spec = resolve_model(args)
-    (variant,) = parse_variants(args.variant, tuple(v for v in spec.variants if v.is_quantized))
+    _, (variant,) = resolve(spec, args.variant, single=True, among=lambda v: v.is_quantized)
     dataset = _labelled_set(args.data, spec.labels)
 
     def show(step: SearchStep) -> None:
@@ -439,7 +440,7 @@ def _layer_inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray
         reference, candidate = args.reference, args.candidate
     else:
         spec = resolve_model(args)
-        (variant,) = parse_variants(args.variant, tuple(v for v in spec.variants if v.is_tflite))
+        _, (variant,) = resolve(spec, args.variant, single=True, among=lambda v: v.is_tflite)
         paths = ensure_variants(spec, [Variant.FP32, variant], progress=_progress)
         reference, candidate = paths[Variant.FP32], paths[variant]
         if selection:
@@ -486,9 +487,10 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    specs = [with_saved(get_spec(n.strip())) for n in args.models.split(",") if n.strip()]
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    picked = [resolve(name, args.variants) for name in names]
     images = _image_files(args.images) if args.images else []
-    jobs = [(spec, v) for spec in specs for v in parse_variants(args.variants, spec.variants)]
+    jobs = [(spec, v) for spec, variants in picked for v in variants]
 
     def announce(spec: ModelSpec, variant: AnyVariant, fraction: float) -> None:
         print(f"bench: {spec.name} {variant.value}", file=sys.stderr, flush=True)
@@ -555,7 +557,7 @@ def _target_row(target: bench.Target) -> dict[str, object]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = resolve_model(args)
-    variants = parse_variants(args.variants, spec.variants)
+    _, variants = resolve(spec, args.variants)
     dataset = _labelled_set(args.data, spec.labels)
     runners = dict(zip(variants, load_runners(spec, variants, progress=_progress), strict=True))
     report = evaluate(spec, runners, dataset)

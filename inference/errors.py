@@ -16,6 +16,7 @@ __all__ = [
     "InferenceError",
     "InputError",
     "ModelUnavailableError",
+    "NotAllowedError",
     "UsageError",
     "error_type",
     "one_line",
@@ -42,9 +43,20 @@ class ConversionError(InferenceError):
     """Converting a model to a TFLite variant failed or timed out."""
 
 
+class NotAllowedError(InferenceError):
+    """The caller may not load this (the API's anonymous callers and the Keras original)."""
+
+
 _BY_NAME: dict[str, type[InferenceError]] = {
     cls.__name__: cls
-    for cls in (InferenceError, InputError, UsageError, ModelUnavailableError, ConversionError)
+    for cls in (
+        InferenceError,
+        InputError,
+        UsageError,
+        ModelUnavailableError,
+        ConversionError,
+        NotAllowedError,
+    )
 }
 
 

@@ -76,7 +76,7 @@ for image_name, panels in charts_by_image.items():
 st.subheader("Top-1 and inference time")
 frame = pd.DataFrame(cells)
 grid = frame.pivot(index="image", columns="config", values="cell")
-grid = grid[list(dict.fromkeys(frame["config"]))]
+grid = grid.loc[list(dict.fromkeys(frame["image"])), list(dict.fromkeys(frame["config"]))]
 st.dataframe(grid, width="stretch", key="compare_grid")
 st.download_button(
     "Download CSV",

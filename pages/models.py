@@ -29,6 +29,7 @@ from ui.resources import (
     session_dir,
     session_variant,
     show_error,
+    visitor,
 )
 from ui.widgets import memory_readout, model_label
 
@@ -277,7 +278,7 @@ if submitted:
     except Exception as exc:
         show_error(exc, f"checking {model_file.name}")
     else:
-        st.session_state.setdefault("custom_specs", {})[new.name] = new
+        visitor().add_model(new)
         st.success(
             f"Added {new.title}: input {new.input_size[0]}×{new.input_size[1]}, "
             f"{new.num_classes} classes ({new.outputs}), input scaling "

@@ -130,6 +130,27 @@ def test_compare_page_shows_the_answer_table(converted: None) -> None:
     assert all(len(v) == 3 and min(v) > 0 for v in three_runs)
 
 
+def test_compare_shows_two_photos_that_share_a_file_name(
+    converted: None, chelsea: Path, coffee: Path
+) -> None:
+    at = start()
+    at.switch_page("pages/compare.py").run()
+    at.multiselect(key="compare_samples").set_value([]).run()
+    at.slider(key="compare_runs").set_value(1).run()
+    at.file_uploader(key="compare_upload").set_value(
+        [
+            ("image.jpg", chelsea.read_bytes(), "image/png"),
+            ("image.jpg", coffee.read_bytes(), "image/png"),
+        ]
+    ).run()
+
+    assert not at.exception
+    grid = at.dataframe[0].value
+    assert list(grid.index) == ["image.jpg", "image (2).jpg"]
+    assert grid.loc["image.jpg"].str.split(",").str[0].isin(CAT_CLASSES).all()
+    assert grid.loc["image (2).jpg"].str.split(",").str[0].isin({"espresso", "cup"}).all()
+
+
 def test_models_page_lists_the_zoo_and_conversions(converted: None) -> None:
     at = start()
     at.switch_page("pages/models.py").run()
@@ -168,7 +189,7 @@ def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
 
     assert not at.exception
     assert any("3 outputs" in e.value and "2 labels" in e.value for e in at.error)
-    assert "custom_specs" not in at.session_state or not at.session_state["custom_specs"]
+    assert "visitor" not in at.session_state or not at.session_state["visitor"].models
     session_dir = at.session_state["session_folder"].path
     assert not list(session_dir.iterdir())  # refused: nothing kept
     assert not list(session_dir.parent.glob("*evil*")) and not Path("/etc/evil.keras").exists()
@@ -185,7 +206,7 @@ def test_an_uploaded_model_is_usable_on_the_classify_page(tmp_path: Path) -> Non
     at.button(key="models_add").click().run()
 
     assert not at.exception and not at.error
-    (spec,) = at.session_state["custom_specs"].values()
+    (spec,) = at.session_state["visitor"].models.values()
     assert spec.title == "tiny.keras" and spec.labels == ("yes", "no")
 
     at.switch_page("pages/classify.py").run()
@@ -386,7 +407,7 @@ def test_layers_page_search_on_the_bundled_sample(runners: RunnerPool) -> None:
     assert chosen is not None and chosen.drop_points <= 0.5
     assert found.rows[-1]["chosen"] is True
     assert any("Chosen:" in s.value for s in at.success)
-    (made,) = at.session_state["recipe_variants"]["fashion_mnist_cnn"].values()
+    (made,) = at.session_state["visitor"].variants["fashion_mnist_cnn"].values()
     assert made.value == "int8-within-0-5pt"
     assert (
         made.recipe
@@ -419,7 +440,7 @@ def test_models_page_builds_an_uploaded_recipe_as_a_variant_of_the_model(
     )
     at.button(key="models_recipe_build").click().run()
     assert not at.exception and not at.error
-    (made,) = at.session_state["recipe_variants"]["fashion_mnist_cnn"].values()
+    (made,) = at.session_state["visitor"].variants["fashion_mnist_cnn"].values()
     assert made.value == "my-w4" and made.recipe == recipe.text
     assert at.dataframe[0].value.set_index("model").loc["fashion_mnist_cnn", "recipe variants"] == (
         "my-w4"

@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "runner_cache": 4,
     "saved_variants": 4,
     "background": 4,
+    "catalog": 4,
     # use: pipeline, benchmark, evaluation, command line
     "pipeline": 5,
     "benchmark": 5,

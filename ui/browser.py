@@ -12,15 +12,17 @@ import base64
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 import streamlit.components.v1 as components
 
-from inference import ModelSpec, Prediction, preprocess
+from inference import InferenceError, ModelSpec, Prediction, preprocess
+from inference.catalog import resolve
 from inference.specs import AnyVariant, Source
-from ui.resources import Shown
+from ui.resources import Shown, visitor
 
 BUILD_DIR = Path(__file__).resolve().parents[1] / "components" / "browser_runner" / "build"
 RUNS = 10
@@ -29,17 +31,32 @@ _runner = components.declare_component("browser_runner", path=str(BUILD_DIR))
 
 
 def _variant_url(spec: ModelSpec, variant: AnyVariant) -> str:
-    return f"/api/browser-file?model={spec.name}&variant={variant}"
+    # The session token opens this visitor's own recipe variants to the file route.
+    query = urlencode({"model": spec.name, "variant": variant.value, "session": visitor().token})
+    return f"/api/browser-file?{query}"
+
+
+def _servable(spec: ModelSpec, variants: Sequence[AnyVariant]) -> list[AnyVariant]:
+    """The variants ``/api/browser-file`` will serve; each other one is named in one line."""
+    servable = []
+    for variant in variants:
+        try:
+            resolve(spec.name, variant.value, session=visitor(), original=False, single=True)
+        except InferenceError as exc:
+            st.caption(f"{variant.value} stays on the server: {exc}")
+            continue
+        servable.append(variant)
+    return servable
 
 
 def browser_panel(spec: ModelSpec, shown: Sequence[Shown], variants: Sequence[AnyVariant]) -> None:
     """Run ``variants`` in the visitor's browser on the shown images; compare with the server."""
     st.divider()
     st.subheader("In your browser")
-    runnable = [v for v in variants if v.is_tflite]
     if spec.source is Source.CUSTOM:
         st.info("The browser panel runs the zoo's models; your own model runs on the server only.")
         return
+    runnable = _servable(spec, [v for v in variants if v.is_tflite])
     if not runnable or not shown:
         st.info("Choose a TFLite variant (fp32, int8, ...) to run it in your browser.")
         return
@@ -77,6 +94,13 @@ def browser_panel(spec: ModelSpec, shown: Sequence[Shown], variants: Sequence[An
         st.session_state["browser_value"] = value
     if value.get("error"):
         st.warning(value["error"], icon=":material/block:")
+        return
+    for skipped in value.get("skipped") or []:
+        st.warning(
+            f"{skipped['variant']} could not run in this browser: {skipped['error']}",
+            icon=":material/block:",
+        )
+    if not value.get("results"):
         return
     server = {(item.image.name, v.value): item.results[v] for item in shown for v in runnable}
     rows = _rows(value["results"], server, spec.labels)

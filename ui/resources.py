@@ -29,12 +29,12 @@ from PIL import Image
 
 from inference import ZOO, ModelSpec, Prediction, Runner, classify_decoded, decode_image
 from inference.background import Conversion
+from inference.catalog import MAX_SESSION_VARIANTS, Session, resolve_spec
 from inference.convert import ensure_variants, is_converted
 from inference.errors import InputError, one_line
 from inference.preprocess import draft_size, preprocess
 from inference.recipes import Recipe
 from inference.runner_cache import RUNNERS, model_key
-from inference.saved_variants import with_saved
 from inference.specs import AnyVariant, RecipeVariant, suggest_variant_name
 
 log = logging.getLogger("quantlens.ui")
@@ -49,21 +49,17 @@ def show_error(exc: BaseException, context: str) -> None:
     st.error(one_line(exc, context=context, log=log), icon=":material/warning:")
 
 
-MAX_SESSION_VARIANTS = 20
-"""Recipe variants one session may add to one model."""
-
-
-def _with_variants(spec: ModelSpec) -> ModelSpec:
-    """``spec`` with its saved recipe variants (CLI) and this session's."""
-    spec = with_saved(spec)
-    mine = st.session_state.get("recipe_variants", {}).get(spec.name, {})
-    return spec.with_variants(tuple(mine.values())) if mine else spec
+def visitor() -> Session:
+    """This visitor's own models and recipe variants (see :mod:`inference.catalog`)."""
+    if "visitor" not in st.session_state:
+        st.session_state["visitor"] = Session()
+    return st.session_state["visitor"]
 
 
 def available_specs() -> dict[str, ModelSpec]:
     """The zoo, then the models this session uploaded, each with its recipe variants."""
-    specs = {**ZOO, **st.session_state.get("custom_specs", {})}
-    return {name: _with_variants(spec) for name, spec in specs.items()}
+    session = visitor()
+    return {name: resolve_spec(name, session) for name in [*ZOO, *session.models]}
 
 
 def session_variant(spec: ModelSpec, recipe: Recipe) -> tuple[ModelSpec, RecipeVariant]:
@@ -76,11 +72,11 @@ def session_variant(spec: ModelSpec, recipe: Recipe) -> tuple[ModelSpec, RecipeV
     Raises:
         InputError: The session already added the most variants allowed to this model.
     """
-    spec = _with_variants(spec)
+    spec = resolve_spec(spec, visitor())
     for variant in spec.recipe_variants:
         if variant.recipe == recipe.text:
             return spec, variant
-    mine = st.session_state.get("recipe_variants", {}).get(spec.name, {})
+    mine = visitor().variants.get(spec.name, {})
     if len(mine) >= MAX_SESSION_VARIANTS:
         raise InputError(
             f"this session already added {len(mine)} variants to {spec.title}, the most allowed"
@@ -93,9 +89,7 @@ def session_variant(spec: ModelSpec, recipe: Recipe) -> tuple[ModelSpec, RecipeV
 
 def keep_session_variant(spec: ModelSpec, variant: RecipeVariant) -> None:
     """List ``variant`` with ``spec``'s variants on every page, for this session."""
-    st.session_state.setdefault("recipe_variants", {}).setdefault(spec.name, {})[variant.value] = (
-        variant
-    )
+    visitor().add_variant(spec, variant)
 
 
 class _SessionFolder:
@@ -178,6 +172,30 @@ class ImageInput:
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.data).hexdigest()[:16]
+
+
+def distinct_images(images: Sequence[ImageInput]) -> list[ImageInput]:
+    """One entry per distinct content, each under a name no other entry has.
+
+    Two phones both send ``image.jpg``: results are keyed by content, and tables
+    and charts by name, so the second becomes ``image (2).jpg``. The same
+    content given twice is shown once, under its first name.
+    """
+    seen: set[str] = set()
+    names: set[str] = set()
+    distinct = []
+    for image in images:
+        if image.digest in seen:
+            continue
+        seen.add(image.digest)
+        name, number = image.name, 2
+        stem, dot, suffix = image.name.rpartition(".")
+        while name in names:
+            name = f"{stem} ({number}).{suffix}" if dot else f"{image.name} ({number})"
+            number += 1
+        names.add(name)
+        distinct.append(image if name == image.name else ImageInput(name, image.data))
+    return distinct
 
 
 @dataclass(frozen=True)

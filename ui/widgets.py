@@ -13,7 +13,7 @@ from inference.preprocess import IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_MB
 from inference.runner_cache import MAX_CACHED_RUNNERS, RUNNERS, memory_cap
 from inference.specs import AnyVariant, Variant
 from inference.system import resident_bytes
-from ui.resources import ImageInput, available_specs
+from ui.resources import ImageInput, available_specs, distinct_images
 
 __all__ = [
     "MAX_IMAGE_MB",
@@ -166,7 +166,7 @@ def image_inputs(
     if shot is not None:
         images.append(ImageInput("camera.jpg", shot.getvalue()))
     images.extend(ImageInput(name, (SAMPLES_DIR / name).read_bytes()) for name in samples)
-    return images
+    return distinct_images(images)
 
 
 def memory_readout() -> None:

@@ -71,6 +71,31 @@ async function infer(model, input, shape) {
   }
 }
 
+async function fetchModel(url) {
+  const response = await fetch(url);
+  if (!response.ok) {
+    let reason = `HTTP ${response.status}`;
+    try {
+      reason = (await response.json()).error ?? reason;
+    } catch (e) {
+      // not our JSON error: the status says enough
+    }
+    throw new Error(reason);
+  }
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+async function load(url, accelerator) {
+  const bytes = await fetchModel(url);
+  try {
+    return { model: await loadAndCompile(bytes, { accelerator }), used: accelerator };
+  } catch (e) {
+    if (accelerator === "wasm") throw e;
+    // a model WebGPU cannot take runs on the CPU
+    return { model: await loadAndCompile(bytes, { accelerator: "wasm" }), used: "wasm" };
+  }
+}
+
 async function run(args) {
   if (!WebAssembly.validate(SIMD_PROBE)) {
     return { error: "This browser has no WebAssembly SIMD, which LiteRT.js needs; try a current Chrome, Edge, Firefox or Safari." };
@@ -82,18 +107,19 @@ async function run(args) {
   await runtime;
   const accelerator = await backend();
   const results = [];
+  const skipped = [];
   for (const variant of args.variants) {
     show(`Downloading and compiling ${variant.name}…`);
     const start = performance.now();
-    let model;
-    let used = accelerator;
+    let loaded;
     try {
-      model = await loadAndCompile(variant.url, { accelerator });
+      loaded = await load(variant.url, accelerator);
     } catch (e) {
-      if (accelerator === "wasm") throw e;
-      used = "wasm"; // a model WebGPU cannot take runs on the CPU
-      model = await loadAndCompile(variant.url, { accelerator: "wasm" });
+      // One variant the browser cannot get or compile is named; the others still run.
+      skipped.push({ variant: variant.name, error: `${e?.message ?? e}`.split("\n")[0] });
+      continue;
     }
+    const { model, used } = loaded;
     const loadMs = performance.now() - start;
     for (const image of args.images) {
       show(`Running ${variant.name} on ${image.name}…`);
@@ -118,7 +144,7 @@ async function run(args) {
     }
     model.delete?.();
   }
-  return { results, error: null };
+  return { results, skipped, error: null };
 }
 
 window.addEventListener("message", async (event) => {
@@ -135,7 +161,8 @@ window.addEventListener("message", async (event) => {
   } catch (e) {
     value = { error: `LiteRT.js failed: ${e?.message ?? e}` };
   }
-  show(value.error ? value.error : `Done: ${value.results.length} result(s) on ${value.results[0]?.backend ?? "?"}.`);
+  const skippedNote = value.skipped?.length ? `; ${value.skipped.length} variant(s) skipped` : "";
+  show(value.error ? value.error : `Done: ${value.results.length} result(s) on ${value.results[0]?.backend ?? "?"}${skippedNote}.`);
   send("streamlit:setComponentValue", { value: { run_id: args.run_id, ...value }, dataType: "json" });
 });
 
