@@ -7,6 +7,11 @@ the same registry (at a lower priority), so a visitor who asks for the default
 model while it converts joins that conversion instead of starting another.
 Each conversion is a thread that waits on :func:`inference.convert.ensure_variants`,
 which runs the work itself in child processes.
+
+A failed conversion stays in the registry until someone asks again with
+:meth:`Conversions.retry` (the page's "Try again"): a page that reruns keeps
+showing the failure instead of starting it again, however long the
+conversion ran before it failed (a timeout fails after its whole time limit).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from inference.specs import AnyVariant, ModelSpec
 
 __all__ = ["CONVERSIONS", "Conversion", "Conversions"]
 
-FAILURE_MEMORY_S = 30.0
-"""A failed conversion is reported to pages this long before it may be tried again."""
+MAX_FAILURES = 50
+"""Failed conversions remembered, for every model together; past it, the oldest is forgotten."""
 
 
 @dataclass
@@ -32,7 +37,9 @@ class Conversion:
 
     spec: ModelSpec
     variants: tuple[AnyVariant, ...]
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=lambda: time.monotonic())
+    finished: float | None = None
+    """When it succeeded or failed (``time.monotonic``); None while it runs."""
     message: str = "starting the converter"
     fraction: float = 0.0
     error: BaseException | None = None
@@ -43,7 +50,13 @@ class Conversion:
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        """How long it ran, or has been running."""
+        end = time.monotonic() if self.finished is None else self.finished
+        return end - self.started
+
+    @property
+    def failed(self) -> bool:
+        return self.done.is_set() and self.error is not None
 
 
 class Conversions:
@@ -57,17 +70,30 @@ class Conversions:
         self, spec: ModelSpec, variants: Sequence[AnyVariant], *, nice: int = 0
     ) -> Conversion:
         """Convert ``variants`` in the background, or join a running conversion that covers them."""
+        return self._start(spec, variants, nice=nice, retry=False)
+
+    def retry(
+        self, spec: ModelSpec, variants: Sequence[AnyVariant], *, nice: int = 0
+    ) -> Conversion:
+        """Forget the failed conversions of any of ``variants``, then :meth:`start` them."""
+        return self._start(spec, variants, nice=nice, retry=True)
+
+    def _start(
+        self, spec: ModelSpec, variants: Sequence[AnyVariant], *, nice: int, retry: bool
+    ) -> Conversion:
         wanted = tuple(v for v in variants if v.is_tflite)
         key = model_key(spec)
         with self._lock:
-            kept = [
+            self._forget_old_failures()
+            kept = [  # running, or failed and not asked for again; finished ones are done with
                 job
                 for job in self._jobs.get(key, [])
-                if not job.done.is_set() or (job.error and job.seconds < FAILURE_MEMORY_S)
+                if not job.done.is_set()
+                or (job.failed and not (retry and set(wanted) & set(job.variants)))
             ]
             for job in kept:
                 if set(wanted) <= set(job.variants):
-                    return job  # running, or failed a moment ago: not retried on every rerun
+                    return job  # running, or failed: shown until someone asks to try again
             job = Conversion(spec, wanted)
             self._jobs[key] = [*kept, job]
 
@@ -79,6 +105,7 @@ class Conversions:
                 job.error = exc
             finally:
                 job.fraction = 1.0
+                job.finished = time.monotonic()
                 job.done.set()
 
         threading.Thread(target=work, name=f"convert {spec.name}", daemon=True).start()
@@ -87,6 +114,27 @@ class Conversions:
     def running(self, spec: ModelSpec) -> list[Conversion]:
         with self._lock:
             return [job for job in self._jobs.get(model_key(spec), []) if not job.done.is_set()]
+
+    def _forget_old_failures(self) -> None:
+        """Keep the registry bounded: the :data:`MAX_FAILURES` latest failures, and no empty model.
+
+        Called with the lock held.
+        """
+        failures = sorted(
+            (job for jobs in self._jobs.values() for job in jobs if job.failed),
+            key=lambda job: job.finished or 0.0,
+        )
+        forget = {id(job) for job in failures[: max(len(failures) - MAX_FAILURES, 0)]}
+        for key, jobs in list(self._jobs.items()):
+            jobs = [
+                job
+                for job in jobs
+                if not job.done.is_set() or (job.failed and id(job) not in forget)
+            ]
+            if jobs:
+                self._jobs[key] = jobs
+            else:
+                del self._jobs[key]
 
 
 CONVERSIONS = Conversions()

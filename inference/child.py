@@ -84,19 +84,35 @@ def serve(handler: Callable[[dict[str, Any]], dict[str, Any]]) -> int:
     return 0
 
 
-def _limits(memory_bytes: int | None, nice: int) -> Callable[[], None] | None:
-    if not (memory_bytes and sys.platform.startswith("linux")) and not nice:
-        return None
+_START = """\
+import sys
+module, address_space, nice = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if address_space:
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    if hard != resource.RLIM_INFINITY:
+        address_space = min(address_space, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+if nice:
+    import os
+    os.nice(nice)
+del sys.argv[1:]
+import runpy
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+"""The child's first step: set its own limits, then run ``module`` as ``python -m`` would.
 
-    def apply() -> None:  # pragma: no cover - runs in the child before exec
-        import resource  # noqa: PLC0415 - POSIX only, and only in the forked child
+The limits used to be set by ``preexec_fn``, which runs Python between fork and
+exec; in a multithreaded parent (the Streamlit server, the REST API) that can
+deadlock on a lock another thread held at fork time. Here they are set before
+the module, or anything it imports, runs.
+"""
 
-        if memory_bytes and sys.platform.startswith("linux"):
-            resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        if nice:
-            os.nice(nice)
 
-    return apply
+def _command(module: str, memory_bytes: int | None, nice: int) -> list[str]:
+    """``python -c _START module address_space nice`` (0: no limit, no change)."""
+    address_space = memory_bytes if memory_bytes and sys.platform.startswith("linux") else 0
+    return [sys.executable, "-c", _START, module, str(address_space), str(nice)]
 
 
 def _resident_bytes(pid: int) -> int:
@@ -135,7 +151,10 @@ def run_child(
     progress: Progress | None = None,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``python -m module`` on ``request`` and return its result event.
+    """Run ``module`` as ``python -m`` would, on ``request``, and return its result event.
+
+    The child sets ``memory_bytes`` and ``nice`` on itself before the module runs (no
+    ``preexec_fn``: it can deadlock a multithreaded parent).
 
     Args:
         module: The child's module, run with ``python -m``.
@@ -158,17 +177,15 @@ def run_child(
     child_env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")])
     )
-    limit = _limits(memory_bytes, nice)
     tripped = threading.Event()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", module],
+            _command(module, memory_bytes, nice),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
             env=child_env,
-            preexec_fn=limit,  # only setrlimit, before exec
         )
         assert process.stdin is not None and process.stdout is not None
         try:

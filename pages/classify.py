@@ -58,7 +58,16 @@ pending = [v for v in variants if v.is_tflite and not is_converted(spec, v)]
 if pending:
     job = CONVERSIONS.start(spec, pending)
     if job.error is not None:
+        # Kept until asked: a failed conversion is never started again by a rerun.
         show_error(job.error, f"converting {spec.title}")
+        st.button(
+            "Try again",
+            key="classify_retry",
+            icon=":material/refresh:",
+            help="Start the conversion of these variants again.",
+            on_click=CONVERSIONS.retry,
+            args=(spec, pending),
+        )
     else:
         pending_conversion(spec, job, pending)
 runners = get_runners(spec, [v for v in variants if v not in pending])
