@@ -40,19 +40,15 @@ from api.guard import drain, guarded, may_load_original
 from inference import (
     DEFAULT_MODEL,
     ZOO,
-    InferenceError,
     InputError,
-    ModelSpec,
     ModelUnavailableError,
     UsageError,
-    classify,
 )
 from inference.catalog import find_session, resolve, resolve_spec
 from inference.convert import browser_path, is_converted
 from inference.errors import NotAllowedError, one_line
+from inference.pipeline import NotConvertedError, Pipeline, PipelineOptions
 from inference.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_MB
-from inference.runner_cache import RUNNERS
-from inference.specs import AnyVariant
 from inference.system import resident_bytes
 from inference.zoo import describe
 
@@ -74,34 +70,15 @@ async def models(request: Request) -> JSONResponse:
     return JSONResponse([describe(resolve_spec(spec)) for spec in ZOO.values()])
 
 
-class NotConvertedError(InferenceError):
-    """The API serves converted variants only; converting is an operator's choice."""
-
-
-def _predict(
-    spec: ModelSpec, variants: tuple[AnyVariant, ...], data: bytes, name: str, k: int
-) -> list:
-    missing = [v.value for v in variants if v.is_tflite and not is_converted(spec, v)]
-    if missing:
-        raise NotConvertedError(
-            f"{spec.name} {', '.join(missing)} is not converted yet; convert it on the Models "
-            f"page or with: python -m inference convert --model {spec.name}"
-        )
-    results = []
-    for variant in variants:
-        runner = RUNNERS.get(spec, variant)
-        results.append(classify(runner, data, name=name, k=k).as_dict())
-    return results
-
-
-def _resolve(request: Request, **options: object) -> tuple[ModelSpec, tuple[AnyVariant, ...]]:
-    """The request's model and variants, as every front end resolves them (inference.catalog)."""
+def _pipeline(request: Request, **options: object) -> Pipeline:
+    """The request's model and variants, resolved as every front end resolves them."""
     params = request.query_params
-    return resolve(
+    return Pipeline(
         params.get("model", DEFAULT_MODEL),
         params.get("variant", "int8"),
         session=find_session(params.get("session")),
-        **options,
+        # Shared runners, and never a conversion started by an anonymous request.
+        options=PipelineOptions(shared=True, convert=False, **options),
     )
 
 
@@ -114,16 +91,17 @@ def _refusal(exc: InputError | NotAllowedError) -> JSONResponse:
 async def predict(request: Request) -> JSONResponse:
     params = request.query_params
     try:
-        spec, variants = _resolve(request, original=may_load_original(request))
-    except (InputError, NotAllowedError) as exc:
-        await drain(request, DRAIN_LIMIT_BYTES)
-        return _refusal(exc)
-    try:
         k = int(params.get("top_k", "5"))
         if not 1 <= k <= MAX_TOP_K:
             raise ValueError
     except ValueError:
+        await drain(request, DRAIN_LIMIT_BYTES)
         return _error(400, f"expected top_k to be an integer from 1 to {MAX_TOP_K}")
+    try:
+        pipeline = _pipeline(request, original=may_load_original(request), top_k=k)
+    except (InputError, NotAllowedError) as exc:
+        await drain(request, DRAIN_LIMIT_BYTES)
+        return _refusal(exc)
     if "content-length" not in request.headers:
         # A chunked body has no size up front; refusing it keeps the limit enforceable.
         return _error(411, "send the upload with a Content-Length header")
@@ -151,7 +129,8 @@ async def predict(request: Request) -> JSONResponse:
     # The client's file name is only ever a label in the answer, never a path.
     name = (filename or "image")[-200:]
     try:
-        return JSONResponse(await run_in_threadpool(_predict, spec, variants, data, name, k))
+        answers = await run_in_threadpool(pipeline, data, name=name)
+        return JSONResponse([answer.as_dict() for answer in answers])
     except InputError as exc:
         return _error(400, str(exc))
     except (ModelUnavailableError, NotConvertedError) as exc:
@@ -162,8 +141,15 @@ async def predict(request: Request) -> JSONResponse:
 
 async def browser_file(request: Request) -> Response:
     """``GET /api/browser-file?model=&variant=``: a converted variant as LiteRT.js runs it."""
+    params = request.query_params
     try:
-        spec, (variant,) = _resolve(request, original=False, single=True)
+        spec, (variant,) = resolve(
+            params.get("model", DEFAULT_MODEL),
+            params.get("variant", "int8"),
+            session=find_session(params.get("session")),
+            original=False,
+            single=True,
+        )
     except (InputError, NotAllowedError) as exc:
         return _refusal(exc)
     if not is_converted(spec, variant):

@@ -17,6 +17,7 @@ from inference import ZOO, Variant
 from inference.catalog import MAX_SESSION_VARIANTS, Session, find_session, resolve
 from inference.convert import ensure_variants
 from inference.errors import InputError, NotAllowedError, UsageError
+from inference.pipeline import Pipeline
 from inference.recipes import builtin_recipe
 from inference.specs import TFLITE_VARIANTS, RecipeVariant
 
@@ -82,11 +83,11 @@ def test_one_variant_is_expected_where_one_file_is_served(text: str) -> None:
 def api(monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, list]:
     calls: list = []
 
-    def record(spec, variants, data, name, k):
-        calls.append((spec.name, tuple(v.value for v in variants)))
+    def record(pipeline: Pipeline, source: object, *, name: str) -> list:
+        calls.append((pipeline.spec.name, tuple(v.value for v in pipeline.variants)))
         return []
 
-    monkeypatch.setattr(routes, "_predict", record)
+    monkeypatch.setattr(Pipeline, "__call__", record)
     monkeypatch.setattr(guard, "LIMITER", RateLimiter(6000, 1000))
     monkeypatch.delenv(KEY_ENV, raising=False)
     monkeypatch.delenv(ORIGINAL_ENV, raising=False)
