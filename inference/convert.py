@@ -422,6 +422,10 @@ def _quantize(
     _stage(spec, "quantize", request, progress, timeout, memory_bytes=QUANTIZER_MEMORY_BYTES)
 
 
+_WORKERS = {"convert": "inference.convert_worker", "quantize": "inference.quantize_worker"}
+"""The child module of each stage."""
+
+
 def _stage(
     spec: ModelSpec,
     stage: str,
@@ -430,13 +434,13 @@ def _stage(
     timeout: float | None,
     memory_bytes: int | None = None,
 ) -> None:
-    """Run ``inference.<stage>_worker`` on ``request``; its failure becomes one line."""
+    """Run the ``stage``'s worker on ``request``; its failure becomes one line."""
     limit = _timeout(timeout)
     log_path = cache_dir() / f"{spec.name}.{stage}.log"
     what = {"convert": "conversion", "quantize": "quantization"}[stage]
     try:
         run_child(
-            f"inference.{stage}_worker",
+            _WORKERS[stage],
             request,
             timeout=limit,
             log_path=log_path,

@@ -35,6 +35,7 @@ from ai_edge_quantizer import model_validator
 from ai_edge_quantizer.utils import validation_utils
 
 from inference.errors import InputError
+from inference.op_models import OpModel, TailModel, op_models, tail_models
 from inference.recipes import Recipe, tensor_regex
 from inference.tflite_file import check_identifier, signature_input
 
@@ -57,6 +58,8 @@ _METRICS = [
 ]
 CLEAN_SNR_DB = 60.0
 """An input above this SNR counts as exact when measuring the SNR an op loses."""
+CARRIED_OPS = 16
+"""Ops, by lowest own SNR, whose own error is carried through the rest of the reference."""
 MAX_SNR_DB = 200.0
 """Identical tensors have infinite SNR; reports cap it here so tables and charts stay finite."""
 
@@ -83,8 +86,24 @@ class TensorError:
     clipped: float | None
     """Share of reference values outside the candidate's quantized range (None: float tensor)."""
     loss_db: float = 0.0
-    """SNR lost in this op: its inputs' lowest SNR minus its own (0 if it lost none). High where
-    the damage is made rather than inherited from upstream."""
+    """Its inputs' lowest SNR minus its own (0 if none lost): a difference of dB, which is not
+    how errors combine (noise powers add); kept for comparison, :attr:`own_snr_db` ranks."""
+    own_snr_db: float | None = None
+    """The op's own error: the candidate's op fed the reference's inputs (quantized with the
+    candidate's own input scale) against the reference's output. Low where damage is made,
+    whatever arrives from upstream. ``None``: the op could not be cut out or fed."""
+    own_output_snr_db: float | None = None
+    """The model's output SNR when only this op's own error is added to the reference: the
+    reference's tensor replaced by what the candidate's op made of the reference's inputs,
+    carried through the rest of the reference model. It weighs the op's own error by how
+    much the network downstream amplifies or damps it."""
+    damage_rank: int | None = None
+    """1 = the op that makes the most damage (lowest :attr:`own_output_snr_db`)."""
+
+    @property
+    def damage_db(self) -> float | None:
+        """What damage is ranked by: the own error at the output, else the op's own SNR."""
+        return self.own_output_snr_db if self.own_output_snr_db is not None else self.own_snr_db
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +116,11 @@ class TensorError:
             "mse": float(f"{self.mse:.6g}"),
             "clipped": None if self.clipped is None else round(self.clipped, 6),
             "loss_db": round(self.loss_db, 4),
+            "own_snr_db": None if self.own_snr_db is None else round(self.own_snr_db, 4),
+            "own_output_snr_db": None
+            if self.own_output_snr_db is None
+            else round(self.own_output_snr_db, 4),
+            "damage_rank": self.damage_rank,
         }
 
 
@@ -113,13 +137,32 @@ class LayerReport:
         """The first tensor (in execution order) whose SNR falls below ``threshold_db``."""
         return next((r for r in self.records if r.snr_db < threshold_db), None)
 
+    def damage_starts(self, threshold_db: float) -> TensorError | None:
+        """The first op (in execution order) whose own damage falls below ``threshold_db``.
+
+        Its own error carried to the output where measured, else its own SNR
+        (:attr:`TensorError.damage_db`): an op that only passes on what it got is
+        never where damage starts.
+        """
+        return next(
+            (r for r in self.records if r.damage_db is not None and r.damage_db < threshold_db),
+            None,
+        )
+
     def worst(self, n: int = 10) -> list[TensorError]:
         """The ``n`` tensors with the lowest SNR."""
         return sorted(self.records, key=lambda r: r.snr_db)[:n]
 
     def most_damaging(self, n: int = 10) -> list[TensorError]:
-        """The ``n`` tensors whose op loses the most SNR (where damage is made, not inherited)."""
-        return sorted(self.records, key=lambda r: (-r.loss_db, r.snr_db))[:n]
+        """The ``n`` ops that make the most damage themselves (by :attr:`TensorError.damage_rank`).
+
+        Ops whose own error could not be measured come last, by SNR lost.
+        """
+        ranked = sorted(
+            self.records,
+            key=lambda r: (r.damage_rank is None, r.damage_rank or 0, -r.loss_db, r.snr_db),
+        )
+        return ranked[:n]
 
     def worst_for_image(self, image: int, n: int = 5) -> list[tuple[TensorError, float]]:
         """The ``n`` tensors with the lowest SNR on one image, with that SNR."""
@@ -176,6 +219,158 @@ def _clipped(values: np.ndarray, quantized: tuple[np.ndarray, np.ndarray, int]) 
     return float(outside.mean()) if values.size else 0.0
 
 
+class _OwnErrorOp:
+    """One candidate op cut out (:mod:`inference.op_models`), fed the reference's activations."""
+
+    def __init__(self, cut: OpModel, ref_inputs: list[int], ref_output: int) -> None:
+        self.interpreter = Interpreter(
+            model_content=cut.model,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        self.interpreter.allocate_tensors()
+        self.feeds = list(zip(self.interpreter.get_input_details(), ref_inputs, strict=True))
+        self.output = self.interpreter.get_output_details()[0]
+        self.ref_output = ref_output
+
+    def run(self, ref: Interpreter) -> tuple[float, np.ndarray]:
+        """The op's own SNR on the activations ``ref`` holds now (one image), and its output."""
+        for detail, index in self.feeds:
+            value = np.asarray(ref.get_tensor(index), np.float64).reshape(detail["shape"])
+            self.interpreter.set_tensor(detail["index"], _to_tensor(value, detail))
+        self.interpreter.invoke()
+        made = _to_float(self.interpreter.get_tensor(self.output["index"]), self.output)
+        truth = np.asarray(ref.get_tensor(self.ref_output), np.float64).reshape(made.shape)
+        return _snr(truth, made), made
+
+
+class _Tail:
+    """The reference model after one tensor: carries a changed tensor on to the output."""
+
+    def __init__(self, tail: TailModel, ref_index: dict[str, int]) -> None:
+        self.interpreter = None
+        if tail.model is not None:
+            self.interpreter = Interpreter(model_content=tail.model)
+            self.interpreter.allocate_tensors()
+            details = self.interpreter.get_input_details()
+            self.feeds = [
+                (d, ref_index[name]) for d, name in zip(details, tail.inputs, strict=True)
+            ]
+            self.changed = ref_index[tail.after]
+            self.output = self.interpreter.get_output_details()[0]
+
+    def output_snr_db(self, ref: Interpreter, changed: np.ndarray, truth: np.ndarray) -> float:
+        """The output's SNR when the tensor holds ``changed`` and the rest what ``ref`` holds."""
+        if self.interpreter is None:
+            return _snr(truth, changed.reshape(truth.shape))
+        for detail, index in self.feeds:
+            value = changed if index == self.changed else ref.get_tensor(index)
+            value = np.asarray(value, np.float64).reshape(detail["shape"])
+            self.interpreter.set_tensor(detail["index"], _to_tensor(value, detail))
+        self.interpreter.invoke()
+        made = _to_float(self.interpreter.get_tensor(self.output["index"]), self.output)
+        return _snr(truth, made.reshape(truth.shape))
+
+
+def _snr(truth: np.ndarray, made: np.ndarray) -> float:
+    noise = float(np.sum((truth - made) ** 2))
+    if not np.isfinite(noise):
+        return -MAX_SNR_DB  # NaN or inf: nothing of the signal is left
+    signal = float(np.sum(truth**2))
+    return snr_db(signal / noise) if noise > 0 else MAX_SNR_DB
+
+
+def _quantization(detail: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int] | None:
+    params = detail["quantization_parameters"]
+    scales = np.asarray(params["scales"], np.float64)
+    if not np.issubdtype(np.dtype(detail["dtype"]), np.integer) or scales.size == 0:
+        return None
+    return scales, np.asarray(params["zero_points"], np.float64), params["quantized_dimension"]
+
+
+def _per_axis(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * ndim
+    shape[axis] = values.size
+    return values.reshape(shape)
+
+
+def _to_tensor(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A float value as the tensor ``detail`` holds it: quantized with its own scale, or cast."""
+    dtype = np.dtype(detail["dtype"])
+    quantization = _quantization(detail)
+    if quantization is None:
+        return value.astype(dtype)
+    scales, zero_points, axis = quantization
+    scale = _per_axis(scales, axis, value.ndim)
+    zero = _per_axis(zero_points, axis, value.ndim)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def _to_float(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    quantization = _quantization(detail)
+    if quantization is None:
+        return np.asarray(value, np.float64)
+    scales, zero_points, axis = quantization
+    return (value.astype(np.float64) - _per_axis(zero_points, axis, value.ndim)) * _per_axis(
+        scales, axis, value.ndim
+    )
+
+
+def _carry(
+    ref_bytes: bytes,
+    ref: Interpreter,
+    runner: Any,
+    input_name: str,
+    inputs: Sequence[np.ndarray],
+    own_ops: dict[int, _OwnErrorOp],
+    chosen: dict[int, str],
+    ref_index: dict[str, int],
+) -> dict[int, list[float]]:
+    """Each chosen op's own error carried through the rest of the reference: output SNR per image.
+
+    Tails hold the float weights of everything after their op, so only the
+    chosen ops get one (a tail per op of Lite0 would be 0.9 GB and 2.4 s to build).
+    """
+    tails = {
+        column: _Tail(tail, ref_index)
+        for tail in tail_models(ref_bytes, only=set(chosen.values()))
+        for column, name in chosen.items()
+        if tail.after == name and all(n in ref_index for n in tail.inputs)
+    }
+    output = int(ref.get_output_details()[0]["index"])
+    carried: dict[int, list[float]] = {column: [] for column in tails}
+    for image in inputs:
+        runner(**{input_name: np.asarray(image, np.float32)})
+        truth = np.asarray(ref.get_tensor(output), np.float64)
+        for column, tail in tails.items():
+            made = own_ops[column].run(ref)[1]
+            carried[column].append(tail.output_snr_db(ref, made, truth))
+    return carried
+
+
+def _own_error_ops(
+    candidate: bytes, names: Sequence[str], ref_index: dict[str, int]
+) -> dict[int, _OwnErrorOp]:
+    """For each compared tensor (by column), its candidate op ready to be fed, where possible."""
+    columns = {name: column for column, name in enumerate(names)}
+    ops: dict[int, _OwnErrorOp] = {}
+    for cut in op_models(candidate):
+        column = columns.get(cut.output)
+        sources = [
+            next((n for n in (name, source) if n in ref_index), None)
+            for name, source in zip(cut.inputs, cut.sources, strict=True)
+        ]
+        if column is None or None in sources:
+            continue
+        try:
+            ops[column] = _OwnErrorOp(cut, [ref_index[n] for n in sources], ref_index[cut.output])
+        except (RuntimeError, ValueError):
+            continue  # an op LiteRT cannot run alone keeps no own error
+    return ops
+
+
 def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray]) -> LayerReport:
     """Compare every op output tensor of ``candidate`` with ``reference`` on ``inputs``.
 
@@ -219,6 +414,9 @@ def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray
     runner = ref.get_signature_runner(key)
     graph_inputs = ref.get_input_details()
     input_snr: dict[int, list[float]] = {}
+    ref_index = {detail["name"]: int(index) for index, detail in ref_details.items()}
+    own_ops = _own_error_ops(cand_bytes, names, ref_index)
+    own = np.full((len(inputs), len(names)), np.nan)
     for row, image in enumerate(inputs):
         batch = np.asarray(image, np.float32)
         with warnings.catch_warnings():
@@ -241,7 +439,25 @@ def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray
             if quantized is not None:
                 values = ref.get_tensor(int(produced[column][2]["index"]))
                 clipped[row, column] = _clipped(np.asarray(values, np.float64), quantized)
+            if column in own_ops:
+                own[row, column] = own_ops[column].run(ref)[0]
     mean_snr = snr.mean(axis=0)
+    measured = ~np.isnan(own).any(axis=0)
+    mean_own = np.where(measured, np.nan_to_num(own).mean(axis=0), np.nan)
+    by_own = sorted(np.flatnonzero(measured), key=lambda c: (mean_own[c], c))
+    chosen = {int(c): names[c] for c in by_own[:CARRIED_OPS]}
+    carried = _carry(ref_bytes, ref, runner, input_name, inputs, own_ops, chosen, ref_index)
+    mean_carried = np.full(len(names), np.nan)
+    for column, values in carried.items():
+        mean_carried[column] = float(np.mean(values))
+    reached = ~np.isnan(mean_carried)
+    # Damage ranks by what the op's own error does to the output; the ops not carried on
+    # (their own error is smaller than the CARRIED_OPS worst) follow, by their own SNR.
+    order = sorted(
+        np.flatnonzero(measured),
+        key=lambda c: (not reached[c], mean_carried[c] if reached[c] else mean_own[c], c),
+    )
+    rank_of = {int(column): rank for rank, column in enumerate(order, start=1)}
     column_of = {int(detail["index"]): column for column, (_, _, detail) in enumerate(produced)}
 
     activation_snr = {i: float(np.mean(v)) for i, v in input_snr.items()}
@@ -267,6 +483,9 @@ def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray
             mse=float(mse[:, column].mean()),
             clipped=None if ranges[detail["name"]] is None else float(clipped[:, column].mean()),
             loss_db=loss(column, detail),
+            own_snr_db=float(mean_own[column]) if measured[column] else None,
+            own_output_snr_db=float(mean_carried[column]) if reached[column] else None,
+            damage_rank=rank_of.get(column),
         )
         for column, (position, op_name, detail) in enumerate(produced)
     )

@@ -39,7 +39,7 @@ def progress(message: str, fraction: float) -> None:
     emit(event="progress", message=message, fraction=fraction)
 
 
-def _calibrate(
+def calibrate_ranges(
     model: bytes, rules: list[dict[str, Any]], dataset: dict[str, list[dict[str, np.ndarray]]]
 ) -> dict[str, Any]:
     manager = recipe_manager.RecipeManager()
@@ -85,7 +85,7 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
                 samples = list(representative_samples(preprocessing, images))
                 dataset = {key: [{input_name: sample} for sample in samples]}
             progress(f"calibrating {name}", 0.4 + 0.6 * done / len(jobs))
-            qsvs = _calibrate(model, rules, dataset)
+            qsvs = calibrate_ranges(model, rules, dataset)
         if result is None:
             result = qt.quantize(
                 qsvs if qt.need_calibration else None, enable_progress_report=False

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "metadata_schema": 0,
     "tflite_metadata": 1,
     "browser_file": 1,
+    "op_models": 1,
     # builders of Keras models
     "efficientnet_lite": 2,
     "fashion_mnist": 2,
@@ -41,6 +42,7 @@ LAYERS: dict[str, int] = {
     "convert": 3,
     "convert_worker": 3,
     "quantize_worker": 3,
+    "sensitivity_worker": 3,
     # the zoo as data; loading; models people bring; the shared runner cache
     "zoo": 4,
     "loading": 4,
@@ -56,6 +58,7 @@ LAYERS: dict[str, int] = {
     "evaluate": 5,
     "layers": 5,
     "autoquant": 5,
+    "sensitivity": 5,
     "cli": 5,
     "__main__": 5,
 }
