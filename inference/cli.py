@@ -38,7 +38,7 @@ from inference.errors import InferenceError, InputError, UsageError
 from inference.evaluate import LabelledSet, evaluate, scan_folder, scan_zip
 from inference.layers import FloatSelection, LayerReport, compare_layers, short_name
 from inference.loading import load_runners
-from inference.pipeline import classify
+from inference.pipeline import Pipeline, PipelineOptions, classify
 from inference.preprocess import decode_image, image_files, preprocess
 from inference.recipes import Recipe, load_recipe, variant_recipe
 from inference.saved_variants import save_variant
@@ -318,30 +318,28 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     spec = resolve_model(args)
-    if args.variant is None:
-        variants = (Variant.INT8,) if Variant.INT8 in spec.variants else spec.variants[:1]
-    else:
-        _, variants = resolve(spec, args.variant)
+    default = (Variant.INT8,) if Variant.INT8 in spec.variants else spec.variants[:1]
+    variants = args.variant if args.variant is not None else default
+    options = PipelineOptions(top_k=args.top_k, threads=args.threads, progress=_progress)
+    pipeline = Pipeline(spec, variants, options=options)
     images = [Path(p) for p in args.images]
     for path in images:  # fail fast, before any model loads
         if not path.is_file():
             raise InputError(f"{path}: no such file; expected a path to an image")
 
-    runners = load_runners(spec, variants, threads=args.threads, progress=_progress)
     results = []
     failed = False
-    for path in images:
-        for runner in runners:
+    with pipeline:
+        for path in images:
             try:
-                results.append(classify(runner, path, name=str(path), k=args.top_k))
+                results.extend(pipeline(path, name=str(path)))
             except InputError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 failed = True
-                break  # the same image fails for every variant
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
     else:
-        width = max([8, *(len(v.value) for v in variants)])
+        width = max([8, *(len(v.value) for v in pipeline.variants)])
         for result in results:
             classes = "  ".join(f"{c.label} {c.score:.1%}" for c in result.top_k)
             print(
@@ -390,8 +388,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _labelled_set(data: Path, labels: tuple[str, ...]) -> LabelledSet:
+    """A labelled folder, or a zip of up to 20 000 images read member by member from disk."""
     if data.suffix.lower() == ".zip" and data.is_file():
-        return scan_zip(data.read_bytes(), labels, name=data.name)
+        return scan_zip(data, labels, name=data.name)
     return scan_folder(data, labels)
 
 

@@ -8,8 +8,9 @@ A folder that matches no label stops the evaluation with a clear error; an
 empty folder or a file that is not an image is reported by name and the rest
 is still evaluated.
 
-Zip archives are read in memory, member by member: nothing is extracted, so no
-name inside an archive ever becomes a path on the server.
+Zip archives are read member by member, each when its image is used (never all
+at once): nothing is extracted, so no name inside an archive ever becomes a path
+on the server, and a set of 20 000 images costs its directory, not its pixels.
 """
 
 from __future__ import annotations
@@ -40,9 +41,17 @@ __all__ = [
 ]
 
 MAX_ZIP_MEMBERS = 20_000
+"""Images in a labelled zip read from disk (the command line)."""
+MAX_UPLOAD_IMAGES = 2_000
+"""Images in a labelled zip uploaded to a page."""
 MAX_ZIP_BYTES = 300_000_000
-"""Uncompressed; members are read into memory (never extracted to disk)."""
+"""Uncompressed size of an uploaded zip (the command line has no total limit)."""
+MAX_MEMBER_BYTES = 100_000_000
+"""Uncompressed size of one member: each is read into memory on its own, when it is used."""
 BATCH_SIZE = 64
+"""Images decoded, preprocessed and run at a time: what a labelled set holds in memory."""
+_READABLE_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                         zipfile.ZIP_LZMA}  # fmt: skip
 
 
 def label_key(name: str) -> str:
@@ -51,11 +60,43 @@ def label_key(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class ZipMember:
+    """A member of an open archive, read when its image is used."""
+
+    archive: zipfile.ZipFile = field(repr=False, compare=False)
+    info: zipfile.ZipInfo
+
+    def read(self, shown: str) -> bytes:
+        """The member's bytes.
+
+        Raises:
+            InputError: The data is corrupt (or cannot be read for another reason).
+        """
+        try:
+            return self.archive.read(self.info)
+        except Exception as exc:  # corrupt data, a wrong CRC, a truncated archive
+            raise InputError(
+                f"{shown}: cannot be read from the archive ({type(exc).__name__})"
+            ) from None
+
+
+@dataclass(frozen=True)
 class LabelledImage:
     name: str
     """Shown in reports: ``class_folder/file``."""
-    source: Path | bytes
+    location: Path | ZipMember
     label: int
+
+    @property
+    def source(self) -> Path | bytes:
+        """The file, or the zip member's bytes read now (a set never holds every image).
+
+        Raises:
+            InputError: A zip member cannot be read.
+        """
+        if isinstance(self.location, ZipMember):
+            return self.location.read(self.name)
+        return self.location
 
 
 @dataclass(frozen=True)
@@ -127,27 +168,51 @@ def scan_folder(root: str | Path, labels: Sequence[str]) -> LabelledSet:
     return LabelledSet(tuple(images), tuple(problems))
 
 
-def scan_zip(data: bytes, labels: Sequence[str], *, name: str = "archive.zip") -> LabelledSet:
-    """Read a labelled set from a zip archive in memory (``class/file`` members).
+def _hidden(parts: Sequence[str]) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _member_parts(member: zipfile.ZipInfo) -> list[str]:
+    return [p for p in PurePosixPath(member.filename).parts if p not in ("", ".", "..")]
+
+
+def scan_zip(
+    data: bytes | Path,
+    labels: Sequence[str],
+    *,
+    name: str = "archive.zip",
+    max_images: int = MAX_ZIP_MEMBERS,
+    max_bytes: int | None = None,
+) -> LabelledSet:
+    """Read a labelled set's layout from a zip archive (``class/file`` members).
+
+    Only the archive's directory is read here; each member is read when its
+    image is used (:attr:`LabelledImage.source`). ``data`` is the archive in
+    memory (an upload) or its path (read from disk as needed).
 
     Raises:
-        InputError: Not a zip, too large, or the layout does not match the labels.
+        InputError: Not a zip, over ``max_images`` files or ``max_bytes``
+            uncompressed, or the layout does not match the labels.
     """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+        archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except (zipfile.BadZipFile, OSError):
         raise InputError(f"{name}: not a zip archive") from None
-    members = [m for m in archive.infolist() if not m.is_dir()]
-    if len(members) > MAX_ZIP_MEMBERS:
-        raise InputError(f"{name}: {len(members)} files; at most {MAX_ZIP_MEMBERS} are accepted")
-    if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-        raise InputError(f"{name}: more than {MAX_ZIP_BYTES // 1_000_000} MB uncompressed")
+    members = [m for m in archive.infolist() if not m.is_dir() and not _hidden(_member_parts(m))]
+    if len(members) > max_images:
+        where = (
+            f"; the command line (`python -m inference evaluate` or `autoquant`) takes up to "
+            f"{MAX_ZIP_MEMBERS}"
+            if max_images < MAX_ZIP_MEMBERS
+            else ""
+        )
+        raise InputError(f"{name}: {len(members)} images; at most {max_images} are accepted{where}")
+    if max_bytes is not None and sum(m.file_size for m in members) > max_bytes:
+        raise InputError(f"{name}: more than {max_bytes // 1_000_000} MB uncompressed")
     grouped: dict[str, list[zipfile.ZipInfo]] = {}
     problems = []
     for member in members:
-        parts = [p for p in PurePosixPath(member.filename).parts if p not in ("", ".", "..")]
-        if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-            continue
+        parts = _member_parts(member)
         if len(parts) < 2:
             problems.append(f"{member.filename}: not in a class folder, skipped")
             continue
@@ -160,23 +225,30 @@ def scan_zip(data: bytes, labels: Sequence[str], *, name: str = "archive.zip") -
     for folder in sorted(grouped):
         for member in sorted(grouped[folder], key=lambda m: m.filename):
             shown = f"{folder}/{PurePosixPath(member.filename).name}"
-            try:
-                data = archive.read(member)
-            except Exception as exc:  # encrypted, unsupported compression, corrupt data
-                problems.append(f"{shown}: cannot be read from the archive ({type(exc).__name__})")
-                continue
-            images.append(LabelledImage(shown, data, matched[folder]))
+            # What can be told from the directory is reported now; corrupt data when read.
+            if member.flag_bits & 0x1:
+                problems.append(f"{shown}: cannot be read from the archive (encrypted)")
+            elif member.compress_type not in _READABLE_COMPRESSION:
+                problems.append(f"{shown}: cannot be read from the archive (compression "
+                                f"method {member.compress_type} is not supported)")  # fmt: skip
+            elif member.file_size > MAX_MEMBER_BYTES:
+                problems.append(f"{shown}: {member.file_size // 1_000_000} MB uncompressed; at "
+                                f"most {MAX_MEMBER_BYTES // 1_000_000} MB per image")  # fmt: skip
+            else:
+                images.append(LabelledImage(shown, ZipMember(archive, member), matched[folder]))
     return LabelledSet(tuple(images), tuple(problems))
 
 
 def labelled_set(spec: ModelSpec, archive: bytes | None, name: str = "archive.zip") -> LabelledSet:
-    """An uploaded labelled zip, else the labelled sample the model ships with.
+    """An uploaded labelled zip (at most :data:`MAX_UPLOAD_IMAGES`), else the model's sample.
 
     Raises:
         InputError: No archive and no bundled sample, or the archive is unusable.
     """
     if archive is not None:
-        return scan_zip(archive, spec.labels, name=name)
+        return scan_zip(
+            archive, spec.labels, name=name, max_images=MAX_UPLOAD_IMAGES, max_bytes=MAX_ZIP_BYTES
+        )
     if spec.labelled_sample is not None:
         return scan_folder(spec.labelled_sample, spec.labels)
     raise InputError(f"upload a labelled zip for {spec.title}")

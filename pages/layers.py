@@ -172,6 +172,8 @@ cand_runner = (
     if own is not None
     else get_runners(spec, [candidate]).get(candidate)
 )
+if flip_zip is None:
+    st.session_state.pop("layers_zip_batches", None)  # its images no longer count for the session
 if ref_runner is not None and cand_runner is not None:
     try:
         pool = zip_batches(spec, flip_zip.name, flip_zip.getvalue()) if flip_zip else batches

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -19,7 +20,7 @@ from inference.calibration import calibration_images
 from inference.convert import conversion_record, ensure_variants
 from inference.custom import inspect_model, recipe_variant_spec
 from inference.errors import InputError
-from inference.evaluate import LabelledSet, labelled_set
+from inference.evaluate import LabelledImage, LabelledSet, labelled_set
 from inference.layers import (
     AnswerChange,
     FloatSelection,
@@ -36,18 +37,59 @@ from ui.resources import ImageInput, keep_session_variant, session_dir, session_
 
 T = TypeVar("T")
 MAX_REPORTS_PER_SESSION = 8
-MAX_ZIP_IMAGES = 2000
-"""Images of a labelled zip searched for flips (two predictions each)."""
+MAX_SESSION_INPUT_BYTES = 200_000_000
+"""Preprocessed images the page keeps per session, its images and a flip zip's together.
+
+Over it, a set keeps its images encoded (the uploaded bytes, zip members read on
+use, file paths) and preprocesses each again when it is used: 2 000 photos at
+224x224 would otherwise be 1.2 GB (uploaded zips hold at most 2 000 images,
+:data:`inference.evaluate.MAX_UPLOAD_IMAGES`).
+"""
+_INPUT_STORES = ("layers_batches", "layers_zip_batches")
+"""The session-state entries that hold :class:`Batches`."""
+
+Encoded = bytes | Path | LabelledImage
+
+
+class DecodedOnUse(Sequence[np.ndarray]):
+    """Images kept encoded: each is decoded and preprocessed when read, and not kept."""
+
+    def __init__(self, spec: ModelSpec, sources: list[tuple[str, Encoded]]) -> None:
+        self._pre = spec.preprocessing
+        self._sources = sources
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def _load(self, index: int) -> np.ndarray:
+        name, source = self._sources[index]
+        data = source.source if isinstance(source, LabelledImage) else source
+        return preprocess(decode_image(data, name=name, color_mode=self._pre.color_mode), self._pre)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._load(i) for i in range(*index.indices(len(self)))]
+        return self._load(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index in range(len(self)):
+            yield self._load(index)
 
 
 @dataclass(frozen=True)
 class Batches:
-    """The page's images, preprocessed once for the model."""
+    """The page's images, each ``(1, H, W, C)``, preprocessed for the model."""
 
     names: list[str]
-    inputs: list[np.ndarray]
+    inputs: Sequence[np.ndarray]
+    """A list when they fit the session's budget, else :class:`DecodedOnUse`."""
     digest: str
     """Identifies the sources (image bytes, zip bytes) and the model's preprocessing."""
+
+    @property
+    def kept_bytes(self) -> int:
+        """Preprocessed bytes this set holds."""
+        return sum(x.nbytes for x in self.inputs) if isinstance(self.inputs, list) else 0
 
 
 def _digest(spec: ModelSpec, *parts: bytes) -> str:
@@ -66,9 +108,52 @@ def _kept(name: str, key: str, compute: Callable[[], T]) -> T:
     stored = st.session_state.get(name)
     if stored is not None and stored[0] == key:
         return stored[1]
+    st.session_state.pop(name, None)  # never the old and the new value at once
     value = compute()
     st.session_state[name] = (key, value)
     return value
+
+
+def _input_budget(store: str) -> int:
+    """Bytes of preprocessed images ``store`` may keep: the session's, less the other stores'."""
+    others = 0
+    for name in _INPUT_STORES:
+        stored = st.session_state.get(name)
+        if name != store and stored is not None:
+            others += stored[1].kept_bytes
+    return MAX_SESSION_INPUT_BYTES - others
+
+
+def _prepared(
+    spec: ModelSpec, sources: list[tuple[str, Encoded]], budget: int, *, skip_unreadable: bool
+) -> tuple[list[str], Sequence[np.ndarray]]:
+    """The readable images' names and inputs: preprocessed if they all fit ``budget``.
+
+    Otherwise each image is only decoded here, to drop the unreadable ones, and
+    is decoded again when used (:class:`DecodedOnUse`).
+
+    Raises:
+        InputError: An image cannot be read and ``skip_unreadable`` is false.
+    """
+    pre = spec.preprocessing
+    keep = len(sources) * 4 * math.prod(pre.input_shape) <= budget  # float32
+    names: list[str] = []
+    inputs: list[np.ndarray] = []
+    readable: list[tuple[str, Encoded]] = []
+    for name, source in sources:
+        data = source.source if isinstance(source, LabelledImage) else source
+        try:
+            picture = decode_image(data, name=name, color_mode=pre.color_mode)
+        except InputError:
+            if not skip_unreadable:
+                raise
+            continue  # a damaged member is not a flip
+        names.append(name)
+        if keep:
+            inputs.append(preprocess(picture, pre))
+        else:
+            readable.append((name, source))
+    return names, inputs if keep else DecodedOnUse(spec, readable)
 
 
 def image_batches(spec: ModelSpec, images: Sequence[ImageInput], with_calibration: bool) -> Batches:
@@ -77,37 +162,32 @@ def image_batches(spec: ModelSpec, images: Sequence[ImageInput], with_calibratio
     key = _digest(spec, *sources, b"calibration" if with_calibration else b"")
 
     def read() -> Batches:
-        pre = spec.preprocessing
-        names, inputs = [], []
-        for image in images:
-            names.append(image.name)
-            picture = decode_image(image.data, name=image.name, color_mode=pre.color_mode)
-            inputs.append(preprocess(picture, pre))
+        sources: list[tuple[str, Encoded]] = [(image.name, image.data) for image in images]
         if with_calibration:
             folders = [spec.calibration_dir] if spec.calibration_dir else None
-            for path in calibration_images(folders):
-                names.append(f"calibration/{path.name}")
-                inputs.append(preprocess(decode_image(path, color_mode=pre.color_mode), pre))
+            sources += [(f"calibration/{p.name}", p) for p in calibration_images(folders)]
+        budget = _input_budget("layers_batches")
+        names, inputs = _prepared(spec, sources, budget, skip_unreadable=False)
         return Batches(names, inputs, key)
 
     return _kept("layers_batches", key, read)
 
 
 def zip_batches(spec: ModelSpec, name: str, data: bytes) -> Batches:
-    """The readable images of a labelled zip, preprocessed (named ``class/file``); kept."""
+    """The readable images of a labelled zip (named ``class/file``), within the budget; kept.
+
+    Raises:
+        InputError: Over 2 000 images, not a labelled zip, or no image can be read.
+    """
     key = _digest(spec, data)
 
     def read() -> Batches:
-        pre = spec.preprocessing
-        names, inputs = [], []
-        for item in labelled_set(spec, data, name).images[:MAX_ZIP_IMAGES]:
-            try:
-                picture = decode_image(item.source, name=item.name, color_mode=pre.color_mode)
-            except InputError:
-                continue  # a damaged member is not a flip
-            names.append(item.name)
-            inputs.append(preprocess(picture, pre))
-        if not inputs:
+        sources: list[tuple[str, Encoded]] = [
+            (item.name, item) for item in labelled_set(spec, data, name).images
+        ]
+        budget = _input_budget("layers_zip_batches")
+        names, inputs = _prepared(spec, sources, budget, skip_unreadable=True)
+        if not names:
             raise InputError(f"{name}: none of its images could be read")
         return Batches(names, inputs, key)
 
