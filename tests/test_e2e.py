@@ -188,6 +188,30 @@ def test_classify_a_photo_in_a_real_browser_then_compare(
     page.close()
 
 
+def test_compare_shows_two_photos_that_share_a_file_name_in_a_real_browser(
+    server: str, browser, chelsea: Path, coffee: Path
+) -> None:
+    """Two phones' ``image.jpg``: both are shown, under distinct names."""
+    page = browser.new_page(viewport={"width": 1400, "height": 4000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{server}/compare")
+    page.get_by_text("Box: quartiles").wait_for()  # the default samples ran
+    page.locator("input[type=file]").first.set_input_files(
+        [
+            {"name": "image.jpg", "mimeType": "image/png", "buffer": chelsea.read_bytes()},
+            {"name": "image.jpg", "mimeType": "image/png", "buffer": coffee.read_bytes()},
+        ]
+    )
+    page.get_by_role("heading", name="image (2).jpg").wait_for()
+    headings = page.locator("h3").all_inner_texts()
+    errors = page.locator("[data-testid=stException]").count()
+    page.screenshot(path=ARTIFACTS / "03b-compare-same-names.png")
+    page.close()
+
+    assert "image.jpg" in headings and "image (2).jpg" in headings, headings
+    assert errors == 0
+
+
 def test_the_layers_page_shows_where_int8_departs_in_a_real_browser(server: str, browser) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 2400})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
