@@ -49,9 +49,9 @@ else:
     import os
 
     if os.environ.get("QUANTLENS_WARM_START", "1") != "0":
-        from inference.background import CONVERSIONS
-        from inference.specs import SLOW_VARIANTS
-        from inference.zoo import DEFAULT_MODEL, ZOO
+        from inference.core.specs import SLOW_VARIANTS
+        from inference.registry.background_conversions import CONVERSIONS
+        from inference.registry.zoo import DEFAULT_MODEL, ZOO
 
         _default = ZOO[DEFAULT_MODEL]
         CONVERSIONS.start(

@@ -10,7 +10,7 @@
   recipe variants.
 
 Models and variants are resolved as every front end resolves them
-(:func:`inference.catalog.resolve`): built-in, saved with ``quantize --name``,
+(:func:`inference.registry.catalog.resolve`): built-in, saved with ``quantize --name``,
 and the session's. The Keras ``original`` (TensorFlow in the server; weights
 fetched for a download model) is served only to callers holding the API key,
 or to everyone where ``QUANTLENS_API_ORIGINAL=1``; otherwise 403, and
@@ -22,7 +22,7 @@ optional API key, and a per-client rate limit (429 with ``Retry-After``).
 Bad requests get a 4xx status and ``{"error": "..."}``. Inference runs in
 Starlette's thread pool, so a prediction never blocks the event loop that also
 carries the dashboard's websockets. Runners come from
-:data:`inference.runner_cache.RUNNERS`, so the API and the dashboard share one
+:data:`inference.registry.runner_cache.RUNNERS`, so the API and the dashboard share one
 copy of each model.
 """
 
@@ -44,13 +44,13 @@ from inference import (
     ModelUnavailableError,
     UsageError,
 )
-from inference.catalog import find_session, resolve, resolve_spec
-from inference.convert import browser_path, is_converted
-from inference.errors import NotAllowedError, one_line
+from inference.core.errors import NotAllowedError, one_line
+from inference.core.machine import resident_bytes
+from inference.engine.convert import browser_path, is_converted
+from inference.formats.images import MAX_IMAGE_BYTES, MAX_IMAGE_MB
 from inference.pipeline import NotConvertedError, Pipeline, PipelineOptions
-from inference.preprocess import MAX_IMAGE_BYTES, MAX_IMAGE_MB
-from inference.system import resident_bytes
-from inference.zoo import describe
+from inference.registry.catalog import find_session, resolve, resolve_spec
+from inference.registry.zoo import describe
 
 log = logging.getLogger("quantlens.api")
 

@@ -12,19 +12,14 @@ does not import TensorFlow; only the ``original`` variant and conversion do.
 
 from __future__ import annotations
 
-from inference.custom import custom_spec
-from inference.errors import (
+from inference.core.errors import (
     ConversionError,
     InferenceError,
     InputError,
     ModelUnavailableError,
     UsageError,
 )
-from inference.loading import load_runner, load_runners
-from inference.pipeline import classify, classify_decoded
-from inference.preprocess import decode_image, prepare_image, preprocess
-from inference.runners import KerasRunner, LiteRTRunner, Runner, top_k
-from inference.specs import (
+from inference.core.specs import (
     Category,
     ModelSpec,
     Prediction,
@@ -35,7 +30,12 @@ from inference.specs import (
     Weights,
     parse_variants,
 )
-from inference.zoo import DEFAULT_MODEL, ZOO, get_spec, is_available
+from inference.engine.runners import KerasRunner, LiteRTRunner, Runner, top_k
+from inference.formats.images import decode_image, prepare_image, preprocess
+from inference.pipeline import classify, classify_decoded
+from inference.registry.loading import load_runner, load_runners
+from inference.registry.user_models import custom_spec
+from inference.registry.zoo import DEFAULT_MODEL, ZOO, get_spec, is_available
 
 __all__ = [
     "DEFAULT_MODEL",

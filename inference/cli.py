@@ -5,7 +5,7 @@ Output contracts (the app and other tools build on them):
 - ``models --json``: a list of models with name, input size, classes, source,
   offline availability and variants.
 - ``predict --json``: a list with one object per image and variant, shaped as
-  :meth:`inference.specs.Prediction.as_dict`.
+  :meth:`inference.core.specs.Prediction.as_dict`.
 - Any bad input: exit status 2 (usage) or 1 (input), and one line
   ``error: ...`` on stderr. A bug also gives one line (status 1); its
   traceback goes to stderr too with ``--verbose``.
@@ -28,21 +28,13 @@ from typing import NoReturn
 
 import numpy as np
 
-from inference import benchmark as bench
-from inference.autoquant import SearchStep, search
-from inference.calibration import calibration_images
-from inference.catalog import resolve, resolve_spec
-from inference.convert import conversion_record, ensure_recipe, ensure_variants, float_path
-from inference.custom import CUSTOM_SUFFIXES, custom_spec
-from inference.errors import InferenceError, InputError, UsageError
-from inference.evaluate import LabelledSet, evaluate, scan_folder, scan_zip
-from inference.layers import FloatSelection, LayerReport, compare_layers, short_name
-from inference.loading import load_runners
-from inference.pipeline import Pipeline, PipelineOptions, classify
-from inference.preprocess import decode_image, image_files, preprocess
-from inference.recipes import Recipe, load_recipe, variant_recipe
-from inference.saved_variants import save_variant
-from inference.specs import (
+from inference.analysis import benchmark as bench
+from inference.analysis.evaluate import LabelledSet, evaluate, scan_folder, scan_zip
+from inference.analysis.layer_report import FloatSelection, LayerReport, compare_layers, short_name
+from inference.analysis.search import SearchStep, search
+from inference.core.errors import InferenceError, InputError, UsageError
+from inference.core.machine import int8_outlook, machine, simd
+from inference.core.specs import (
     NORMALIZE_HELP,
     TFLITE_VARIANTS,
     AnyVariant,
@@ -51,8 +43,16 @@ from inference.specs import (
     check_variant_name,
     parse_variants,
 )
-from inference.system import int8_outlook, machine, simd
-from inference.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
+from inference.engine.convert import conversion_record, ensure_recipe, ensure_variants, float_path
+from inference.formats.calibration import calibration_images
+from inference.formats.images import decode_image, image_files, preprocess
+from inference.formats.recipes import Recipe, load_recipe, variant_recipe
+from inference.pipeline import Pipeline, PipelineOptions, classify
+from inference.registry.catalog import resolve, resolve_spec
+from inference.registry.loading import load_runners
+from inference.registry.saved_variants import save_variant
+from inference.registry.user_models import CUSTOM_SUFFIXES, custom_spec
+from inference.registry.zoo import DEFAULT_MODEL, ZOO, describe, get_spec
 
 __all__ = ["main", "render"]
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inference.catalog import Session, resolve
-from inference.child import Progress
-from inference.convert import ensure_variants, is_converted
-from inference.errors import InferenceError
-from inference.loading import load_runners
-from inference.preprocess import ImageSource, decode_image, draft_size, preprocess
-from inference.runner_cache import RUNNERS
-from inference.runners import Runner, top_k
-from inference.specs import AnyVariant, ModelSpec, Prediction, Timing
+from inference.core.child_process import Progress
+from inference.core.errors import InferenceError
+from inference.core.specs import AnyVariant, ModelSpec, Prediction, Timing
+from inference.engine.convert import ensure_variants, is_converted
+from inference.engine.runners import Runner, top_k
+from inference.formats.images import ImageSource, decode_image, draft_size, preprocess
+from inference.registry.catalog import Session, resolve
+from inference.registry.loading import load_runners
+from inference.registry.runner_cache import RUNNERS
 
 __all__ = ["NotConvertedError", "Pipeline", "PipelineOptions", "classify", "classify_decoded"]
 
@@ -103,7 +103,7 @@ class Pipeline:
 
     Every front end builds one: the CLI's ``predict``, the API's ``/api/predict`` and
     the pages, so which variants exist (zoo, saved, session) and who may load the
-    original is decided in one place (:func:`inference.catalog.resolve`).
+    original is decided in one place (:func:`inference.registry.catalog.resolve`).
 
         >>> pipe = Pipeline("efficientnet_lite0", "fp32,int8")
         >>> [p.top_k[0].label for p in pipe("cat.jpg")]

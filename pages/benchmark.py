@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from inference import DEFAULT_MODEL, Variant
-from inference.benchmark import run_benchmarks
-from inference.evaluate import evaluate, labelled_set
-from inference.specs import SLOW_VARIANTS
-from inference.system import SIMD_MEANING, default_threads, int8_outlook, machine, simd
+from inference.analysis.benchmark import run_benchmarks
+from inference.analysis.evaluate import evaluate, labelled_set
+from inference.core.machine import SIMD_MEANING, default_threads, int8_outlook, machine, simd
+from inference.core.specs import SLOW_VARIANTS
 from ui import charts
 from ui.resources import get_runners, show_error
 from ui.widgets import model_picker, models_picker, variant_names_picker, variants_of

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from inference import Variant, prepare_image
-from inference.background import CONVERSIONS
-from inference.convert import is_converted
-from inference.specs import SLOW_VARIANTS
+from inference.core.specs import SLOW_VARIANTS
+from inference.engine.convert import is_converted
+from inference.registry.background_conversions import CONVERSIONS
 from ui import charts, tables
 from ui.browser import browser_panel
 from ui.resources import get_runners, pending_conversion, predict_images, show_error

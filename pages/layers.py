@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from inference import DEFAULT_MODEL, Variant
-from inference.convert import variant_path
-from inference.evaluate import labelled_set
-from inference.layers import FloatSelection, model_explorer_data, short_name
-from inference.specs import SLOW_VARIANTS
+from inference.analysis.evaluate import labelled_set
+from inference.analysis.layer_report import FloatSelection, model_explorer_data, short_name
+from inference.core.specs import SLOW_VARIANTS
+from inference.engine.convert import variant_path
 from ui import charts
 from ui.layers import (
     build_fixed_variant,

@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from inference import Variant, is_available
-from inference.convert import (
+from inference.core.specs import NORMALIZE_HELP
+from inference.engine.convert import (
     QUOTA_ENV,
     cache_quota,
     cache_usage,
@@ -18,10 +19,9 @@ from inference.convert import (
     is_converted,
     variant_path,
 )
-from inference.custom import CUSTOM_SUFFIXES, store_upload
-from inference.recipes import parse_recipe, variant_recipe
-from inference.specs import NORMALIZE_HELP
-from inference.tflite_file import op_types
+from inference.formats.recipes import parse_recipe, variant_recipe
+from inference.formats.tflite_file import op_types
+from inference.registry.user_models import CUSTOM_SUFFIXES, store_upload
 from ui.resources import (
     available_specs,
     ensure_converted,

@@ -31,9 +31,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from inference.specs import SLOW_VARIANTS  # noqa: E402 - after the path is set
-from inference.system import machine  # noqa: E402
-from inference.zoo import DEFAULT_MODEL, ZOO  # noqa: E402
+from inference.core.machine import machine  # noqa: E402
+from inference.core.specs import SLOW_VARIANTS  # noqa: E402 - after the path is set
+from inference.registry.zoo import DEFAULT_MODEL, ZOO  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from inference import Runner, Variant, get_spec, load_runner
-from inference.convert import ensure_variants
-from inference.paths import CACHE_ENV
-from inference.specs import TFLITE_VARIANTS
+from inference.core.paths import CACHE_ENV
+from inference.core.specs import TFLITE_VARIANTS
+from inference.engine.convert import ensure_variants
 
 CAT_CLASSES = {"tabby", "tiger_cat", "Egyptian_cat"}
 COFFEE_CLASSES = {"espresso", "cup"}

@@ -13,9 +13,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from inference import ZOO, Variant
-from inference.background import CONVERSIONS
-from inference.convert import conversion_record
-from inference.recipes import builtin_recipe, parse_recipe
+from inference.engine.convert import conversion_record
+from inference.formats.recipes import builtin_recipe, parse_recipe
+from inference.registry.background_conversions import CONVERSIONS
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
 
 APP_TIMEOUT_S = 300
@@ -343,7 +343,7 @@ def test_layers_page_compares_a_quantized_file_made_elsewhere(
     # flat calibration inputs.
     from ai_edge_quantizer import quantizer
 
-    from inference.recipes import builtin_recipe
+    from inference.formats.recipes import builtin_recipe
 
     source = runners.get("efficientnet_lite0", Variant.FP32).path
     qt = quantizer.Quantizer(str(source), builtin_recipe(Variant.INT8).rules)

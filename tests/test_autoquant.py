@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from inference import ZOO, Variant, custom_spec
-from inference.autoquant import labelled_inputs
-from inference.evaluate import scan_folder
-from inference.recipes import builtin_recipe
-from inference.runners import LiteRTRunner
+from inference.analysis.evaluate import scan_folder
+from inference.analysis.search import labelled_inputs
+from inference.engine.runners import LiteRTRunner
+from inference.formats.recipes import builtin_recipe
 from tests.conftest import RunnerPool, run_cli
 
 pytestmark = pytest.mark.slow

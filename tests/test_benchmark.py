@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from inference import Variant, get_spec
-from inference.benchmark import BenchResult, LatencyStats, Target, count_macs, targets
-from inference.system import int8_outlook, simd
+from inference.analysis.benchmark import BenchResult, LatencyStats, Target, count_macs, targets
+from inference.core.machine import int8_outlook, simd
 from tests.conftest import CAT_CLASSES, RunnerPool, run_cli
 
 
@@ -159,7 +159,7 @@ def test_run_benchmarks_measures_a_tflite_someone_brought(
     runners: RunnerPool, tmp_path: Path
 ) -> None:
     from inference import custom_spec
-    from inference.benchmark import run_benchmarks
+    from inference.analysis.benchmark import run_benchmarks
 
     fp32 = runners.get("efficientnet_lite0", Variant.FP32)
     mine = tmp_path / "mine.tflite"

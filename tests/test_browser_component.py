@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from inference import ZOO, Variant, decode_image, preprocess
-from inference.convert import browser_path
-from inference.tflite_file import open_interpreter
+from inference.engine.convert import browser_path
+from inference.formats.tflite_file import open_interpreter
 from tests.conftest import REPO_ROOT, RunnerPool
 
 COMPONENT = REPO_ROOT / "components" / "browser_runner"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from inference import ZOO, Variant
-from inference.convert import (
+from inference.engine.convert import (
     QUOTA_ENV,
     cache_usage,
     enforce_quota,
@@ -18,8 +18,8 @@ from inference.convert import (
     ensure_variants,
     float_path,
 )
-from inference.recipes import builtin_recipe
-from inference.tflite_file import is_valid
+from inference.formats.recipes import builtin_recipe
+from inference.formats.tflite_file import is_valid
 from tests.conftest import RunnerPool
 
 FASHION = ZOO["fashion_mnist_cnn"]
@@ -82,7 +82,7 @@ def test_a_quota_in_the_environment_is_kept_after_each_build(
 def test_a_ready_file_is_served_while_another_conversion_holds_the_model(cache: Path) -> None:
     import threading
 
-    from inference.convert import _model_lock
+    from inference.engine.convert import _model_lock
 
     made = ensure_variants(FASHION, [Variant.DYNAMIC])
     held, finished = threading.Event(), threading.Event()

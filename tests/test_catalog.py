@@ -14,12 +14,12 @@ from starlette.testclient import TestClient
 from api import guard, routes
 from api.guard import KEY_ENV, ORIGINAL_ENV, RateLimiter
 from inference import ZOO, Variant
-from inference.catalog import MAX_SESSION_VARIANTS, Session, find_session, resolve
-from inference.convert import ensure_variants
-from inference.errors import InputError, NotAllowedError, UsageError
+from inference.core.errors import InputError, NotAllowedError, UsageError
+from inference.core.specs import TFLITE_VARIANTS, RecipeVariant
+from inference.engine.convert import ensure_variants
+from inference.formats.recipes import builtin_recipe
 from inference.pipeline import Pipeline
-from inference.recipes import builtin_recipe
-from inference.specs import TFLITE_VARIANTS, RecipeVariant
+from inference.registry.catalog import MAX_SESSION_VARIANTS, Session, find_session, resolve
 
 LITE0 = "efficientnet_lite0"
 FASHION = ZOO["fashion_mnist_cnn"]

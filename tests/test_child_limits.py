@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from inference.child import ChildFailed, run_child
+from inference.core.child_process import ChildFailed, run_child
 
 ADDRESS_SPACE_BYTES = 1_000_000_000
 NICE = 5
@@ -32,7 +32,7 @@ def _probe(folder: Path) -> dict[str, str]:
         "LIMITS = open('/proc/self/limits').read()\n"
         "NICE = os.nice(0)\n"
         "import sys\n"
-        "from inference.child import serve\n"
+        "from inference.core.child_process import serve\n"
         "sys.exit(serve(lambda request: {'limits': LIMITS, 'nice': NICE}))\n"
     )
     return {"PYTHONPATH": str(folder)}

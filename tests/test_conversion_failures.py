@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inference import ConversionError, Variant, background, get_spec
-from inference.paths import CACHE_ENV
-from inference.specs import ModelSpec
+from inference import ConversionError, Variant, get_spec
+from inference.core.paths import CACHE_ENV
+from inference.core.specs import ModelSpec
+from inference.registry import background_conversions as background
 from tests.conftest import REPO_ROOT
 
 ENTRYPOINT = str(REPO_ROOT / "streamlit_app.py")
@@ -28,7 +29,7 @@ TIMEOUT_MESSAGE = "efficientnet_lite0: conversion took more than 600 s and was s
 
 
 class _Clock:
-    """``time.monotonic`` for inference.background only, moved on by the tests."""
+    """``time.monotonic`` for the background conversions only, moved on by the tests."""
 
     def __init__(self) -> None:
         self.offset = 0.0

@@ -16,12 +16,12 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from inference import Variant, get_spec
-from inference.convert import ensure_recipe, float_path
-from inference.layers import compare_layers, snr_db
-from inference.op_models import op_models
-from inference.preprocess import decode_image, preprocess
-from inference.recipes import builtin_recipe, parse_recipe
-from inference.sensitivity import ranking_agreement, sensitivity_scan
+from inference.analysis.layer_report import compare_layers, snr_db
+from inference.analysis.sensitivity import ranking_agreement, sensitivity_scan
+from inference.engine.convert import ensure_recipe, float_path
+from inference.formats.images import decode_image, preprocess
+from inference.formats.op_models import op_models
+from inference.formats.recipes import builtin_recipe, parse_recipe
 from tests.conftest import REPO_ROOT, RunnerPool
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from inference import InputError, Variant, get_spec
-from inference.evaluate import _match_folders, evaluate, label_key, scan_folder, scan_zip
-from inference.paths import ASSETS_DIR
+from inference.analysis.evaluate import _match_folders, evaluate, label_key, scan_folder, scan_zip
+from inference.core.paths import ASSETS_DIR
 from tests.conftest import RunnerPool, run_cli
 
 FASHION_SAMPLE = ASSETS_DIR / "fashion_mnist_sample"

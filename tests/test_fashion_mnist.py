@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.evaluate import label_key
+from inference.analysis.evaluate import label_key
 from training import fashion_mnist
 
 needs_dataset = pytest.mark.skipif(

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from inference import ZOO, InputError, ModelSpec, UsageError, Variant, parse_variants
-from inference.child import ChildFailed, run_child
-from inference.errors import one_line
-from inference.runner_cache import RunnerCache
+from inference.core.child_process import ChildFailed, run_child
+from inference.core.errors import one_line
+from inference.registry.runner_cache import RunnerCache
 from tests.conftest import REPO_ROOT
 
 
@@ -98,8 +98,8 @@ def test_child_protocol_relays_progress_results_and_our_errors(tmp_path: Path) -
     worker = tmp_path / "probe_worker.py"
     worker.write_text(
         "import sys\n"
-        "from inference.child import emit, serve\n"
-        "from inference.errors import InputError\n"
+        "from inference.core.child_process import emit, serve\n"
+        "from inference.core.errors import InputError\n"
         "def handle(request):\n"
         "    emit(event='progress', message='half', fraction=0.5)\n"
         "    print('a library printing to stdout')\n"
@@ -146,7 +146,7 @@ def test_runner_cache_loads_each_variant_once_and_drops_the_least_recent(
         time.sleep(0.05)  # long enough for all threads to arrive while it loads
         return _FakeRunner(f"{spec.name}-{variant}")
 
-    monkeypatch.setattr("inference.runner_cache.load_runner", slow_load)
+    monkeypatch.setattr("inference.registry.runner_cache.load_runner", slow_load)
     cache = RunnerCache(capacity=2)
     lite0, lite1 = ZOO["efficientnet_lite0"], ZOO["efficientnet_lite1"]
     barrier = threading.Barrier(8)
@@ -179,7 +179,9 @@ def test_runners_are_released_least_recent_first_past_the_memory_threshold(
         def __init__(self, spec: ModelSpec) -> None:
             self.spec = spec
 
-    monkeypatch.setattr("inference.runner_cache.load_runner", lambda spec, variant: Sized(spec))
+    monkeypatch.setattr(
+        "inference.registry.runner_cache.load_runner", lambda spec, variant: Sized(spec)
+    )
     mb = 1_000_000
     # Each loaded runner holds 100 MB of a 500 MB base; the threshold is 750 MB.
     cache = RunnerCache(
@@ -202,7 +204,7 @@ def test_runners_are_released_least_recent_first_past_the_memory_threshold(
 
 
 def test_the_memory_threshold_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from inference.runner_cache import memory_cap
+    from inference.registry.runner_cache import memory_cap
 
     monkeypatch.delenv("QUANTLENS_MEMORY_CAP_MB", raising=False)
     monkeypatch.delenv("QUANTLENS_MEMORY_SHARE", raising=False)
@@ -213,7 +215,7 @@ def test_the_memory_threshold_comes_from_the_environment(monkeypatch: pytest.Mon
 
 
 def test_model_key_separates_labels_for_the_same_weights() -> None:
-    from inference.runner_cache import model_key
+    from inference.registry.runner_cache import model_key
 
     spec = ZOO["fashion_mnist_cnn"]
     relabelled = spec.with_labels(tuple(label.upper() for label in spec.labels))
@@ -225,8 +227,8 @@ def test_model_key_separates_labels_for_the_same_weights() -> None:
 def test_background_conversions_are_shared_and_failures_not_retried_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from inference import background
-    from inference.errors import ConversionError
+    from inference.core.errors import ConversionError
+    from inference.registry import background_conversions as background
 
     calls: list[tuple[str, ...]] = []
     release = threading.Event()

@@ -16,93 +16,89 @@ from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "inference"
 LAYERS: dict[str, int] = {
-    # base: imports nothing of ours but itself
-    "paths": 0,
-    "errors": 0,
-    "specs": 0,
-    "labels": 0,
-    "child": 0,
-    "system": 0,
-    # files and data
-    "preprocess": 1,
-    "tflite_file": 1,
-    "calibration": 1,
-    "torch_weights": 1,
-    "recipes": 1,
-    "metadata_schema": 0,
-    "tflite_metadata": 1,
-    "browser_file": 1,
-    "op_models": 1,
-    # builders of Keras models
-    "efficientnet_lite": 2,
-    "fashion_mnist": 2,
-    "builders": 2,
-    # engine: conversion, and runners built from a model or a file
-    "runners": 3,
-    "convert": 3,
-    "convert_worker": 3,
-    "quantize_worker": 3,
-    "sensitivity_worker": 3,
-    # the zoo as data; loading; models people bring; the shared runner cache
-    "zoo": 4,
-    "loading": 4,
-    "custom": 4,
-    "inspect_worker": 4,
-    "runner_cache": 4,
-    "saved_variants": 4,
-    "background": 4,
-    "catalog": 4,
-    # use: pipeline, benchmark, evaluation, command line
-    "pipeline": 5,
-    "benchmark": 5,
-    "evaluate": 5,
-    "layers": 5,
-    "autoquant": 5,
-    "sensitivity": 5,
-    "cli": 5,
-    "__main__": 5,
+    "core": 0,  # paths, errors, specs, labels, machine facts, child processes
+    "formats": 1,  # images, .tflite files and metadata, one-op models, recipes, calibration
+    "models": 2,  # Keras builders: EfficientNet-Lite, keras.applications, Fashion-MNIST
+    "engine": 3,  # conversion, quantization, runners; workers/ are the child processes
+    "registry": 4,  # the zoo, your models, saved and session variants, runner cache, jobs
+    "analysis": 5,  # benchmark, evaluation, layer report, sensitivity, search
+    "pipeline": 5,  # the one pipeline every front end calls
+    "cli": 6,  # one module per command
+    "__main__": 7,
 }
+"""Each top-level package or module of ``inference/`` and its layer: a module imports only
+from its own package, or from packages of its layer or below."""
+MAX_TOP_LEVEL_MODULES = 8
+MAX_MODULE_LINES = 500
+VENDORED = "_vendor"
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (``inference.core.errors``)."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
 
 
 def _imports(path: Path, package: str) -> set[str]:
     """Modules of ``package`` that ``path`` imports anywhere (top level or inside functions)."""
+    known = _modules() if package == "inference" else {}
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from inference import zoo` imports the submodule; `from inference import X`
-            # of a name imports the package root.
-            submodules = [f"{node.module}.{alias.name}" for alias in node.names]
+            # `from inference.core import errors` imports the submodule; `from
+            # inference.core import X` of a name imports the package itself.
             names = [
-                s if (REPO_ROOT / s.replace(".", "/")).with_suffix(".py").is_file() else node.module
-                for s in submodules
+                f"{node.module}.{alias.name}"
+                if f"{node.module}.{alias.name}" in known
+                else node.module
+                for alias in node.names
             ]
         else:
             continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == package:
-                found.add(parts[1] if len(parts) > 1 else "__init__")
+        found.update(name for name in names if name.split(".")[0] == package)
     return found
 
 
+def _layer(module: str) -> int:
+    return LAYERS[module.split(".")[1]]
+
+
 def _graph() -> dict[str, set[str]]:
-    return {path.stem: _imports(path, "inference") for path in sorted(PACKAGE.glob("*.py"))}
+    return {name: _imports(path, "inference") for name, path in _modules().items()}
 
 
-def test_every_module_has_a_layer() -> None:
-    modules = {m for m in _graph() if m != "__init__"}
-    assert modules == set(LAYERS), "place new modules in LAYERS; remove deleted ones"
+def test_every_package_has_a_layer() -> None:
+    top = {name.split(".")[1] for name in _modules() if name != "inference"}
+    assert top == set(LAYERS), "give new packages a layer in LAYERS; remove deleted ones"
+
+
+def test_the_package_shows_its_layers_as_folders() -> None:
+    modules = [p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert len(modules) <= MAX_TOP_LEVEL_MODULES, sorted(p.name for p in modules)
+
+
+def test_no_module_passes_500_lines() -> None:
+    long = [
+        f"{name}: {len(path.read_text().splitlines())}"
+        for name, path in _modules().items()
+        if VENDORED not in path.parts and len(path.read_text().splitlines()) > MAX_MODULE_LINES
+    ]
+    assert long == []
 
 
 def test_modules_import_only_from_their_layer_or_below() -> None:
     upward = [
-        f"{module} (layer {LAYERS[module]}) imports {target} (layer {LAYERS[target]})"
+        f"{module} (layer {_layer(module)}) imports {target} (layer {_layer(target)})"
         for module, targets in _graph().items()
-        if module != "__init__"
+        if module != "inference"
         for target in targets
-        if target != "__init__" and LAYERS[target] > LAYERS[module]
+        if target != "inference" and _layer(target) > _layer(module)
     ]
     assert upward == []
 
@@ -110,12 +106,14 @@ def test_modules_import_only_from_their_layer_or_below() -> None:
 def test_no_module_imports_the_package_root() -> None:
     # The root re-exports the public API from every layer; importing it from inside
     # would tie each module to all the others.
-    offenders = [m for m, targets in _graph().items() if m != "__init__" and "__init__" in targets]
+    offenders = [
+        m for m, targets in _graph().items() if m != "inference" and "inference" in targets
+    ]
     assert offenders == []
 
 
 def test_there_is_no_import_cycle() -> None:
-    graph = {m: {t for t in targets if t != "__init__"} for m, targets in _graph().items()}
+    graph = {m: {t for t in targets if t != "inference"} for m, targets in _graph().items()}
     visiting: list[str] = []
     done: set[str] = set()
 
@@ -137,9 +135,11 @@ def test_there_is_no_import_cycle() -> None:
 
 def test_the_cycle_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "probe.py"
-    module.write_text("def f():\n    from inference.zoo import ZOO\n    import inference.cli\n")
+    module.write_text(
+        "def f():\n    from inference.registry.zoo import ZOO\n    import inference.cli\n"
+    )
 
-    assert _imports(module, "inference") == {"zoo", "cli"}
+    assert _imports(module, "inference") == {"inference.registry.zoo", "inference.cli"}
 
 
 def test_api_never_imports_ui() -> None:

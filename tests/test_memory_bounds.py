@@ -24,10 +24,10 @@ import pytest
 import streamlit as st
 
 from inference import InputError, Variant, get_spec
-from inference import autoquant as autoquant_module
-from inference.evaluate import labelled_set, scan_folder, scan_zip
-from inference.preprocess import decode_image, preprocess
-from inference.runners import LiteRTRunner
+from inference.analysis import search as autoquant_module
+from inference.analysis.evaluate import labelled_set, scan_folder, scan_zip
+from inference.engine.runners import LiteRTRunner
+from inference.formats.images import decode_image, preprocess
 from tests.conftest import REPO_ROOT, RunnerPool
 
 FASHION = get_spec("fashion_mnist_cnn")
@@ -392,7 +392,7 @@ class _Enough(Exception):
 
 @pytest.mark.slow
 def test_streamed_search_equals_each_image_run_alone_on_the_real_model(tmp_path: Path) -> None:
-    from inference.convert import ensure_variants
+    from inference.engine.convert import ensure_variants
 
     data = _zip(200, broken=1)
     dataset = scan_zip(data, FASHION.labels, name="sample.zip")
@@ -409,7 +409,7 @@ def test_streamed_search_equals_each_image_run_alone_on_the_real_model(tmp_path:
     inputs, labels = _expected_inputs(dataset)
     assert len(inputs) == 200
     truth = np.asarray(labels)
-    from inference.custom import recipe_variant_spec
+    from inference.registry.user_models import recipe_variant_spec
 
     for step in steps:
         made = recipe_variant_spec(FASHION, step.path, "step")

@@ -12,10 +12,10 @@ import pytest
 from ai_edge_litert import schema_py_generated as tfl
 
 from inference import ZOO, InputError, Variant, custom_spec
-from inference.convert import ensure_variants
-from inference.metadata_schema import ModelMetadata
-from inference.preprocess import normalize
-from inference.tflite_metadata import NORMALIZATION, read_metadata, with_metadata
+from inference.engine.convert import ensure_variants
+from inference.formats._vendor.metadata_schema import ModelMetadata
+from inference.formats.images import normalize
+from inference.formats.tflite_metadata import NORMALIZATION, read_metadata, with_metadata
 from tests.conftest import CAT_CLASSES, RunnerPool, run_cli
 
 LITE0 = ZOO["efficientnet_lite0"]

@@ -82,7 +82,7 @@ def test_variants_agree_with_the_keras_original(
 
 
 def test_parameter_counts_match_the_published_models() -> None:
-    from inference.efficientnet_lite import build_efficientnet_lite
+    from inference.models.efficientnet_lite import build_efficientnet_lite
 
     for name, published in PUBLISHED_PARAMS_M.items():
         model = build_efficientnet_lite(name)  # no weights package: random weights

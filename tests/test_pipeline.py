@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from inference import Variant
-from inference.errors import NotAllowedError
+from inference.core.errors import NotAllowedError
 from inference.pipeline import NotConvertedError, Pipeline, PipelineOptions, classify
 from tests.conftest import CAT_CLASSES, RunnerPool
 

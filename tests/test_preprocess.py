@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from inference import InputError, Variant, classify, decode_image, preprocess
-from inference.preprocess import MAX_PIXELS, normalize, prepare_image
-from inference.specs import Preprocessing
+from inference.core.specs import Preprocessing
+from inference.formats.images import MAX_PIXELS, normalize, prepare_image
 from tests.conftest import CAT_CLASSES, RunnerPool
 
 SPEC = Preprocessing((224, 224), normalize="lite")

@@ -23,10 +23,10 @@ from inference import (
     load_runner,
     preprocess,
 )
-from inference.convert import ensure_recipe, ensure_variants, recipe_path, variant_path
-from inference.layers import compare_layers, snr_db
-from inference.recipes import MAX_RECIPE_BYTES, builtin_recipe, load_recipe, parse_recipe
-from inference.specs import TFLITE_VARIANTS
+from inference.analysis.layer_report import compare_layers, snr_db
+from inference.core.specs import TFLITE_VARIANTS
+from inference.engine.convert import ensure_recipe, ensure_variants, recipe_path, variant_path
+from inference.formats.recipes import MAX_RECIPE_BYTES, builtin_recipe, load_recipe, parse_recipe
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool, run_cli
 
 NO_QUANTIZE = {"regex": ".*", "operation": "SOFTMAX", "algorithm_key": "no_quantize"}
@@ -123,7 +123,7 @@ def test_quantizing_a_float_file_never_imports_tensorflow(
     script = textwrap.dedent(
         """
         import json, sys
-        from inference import quantize_worker
+        from inference.engine.workers import quantize as quantize_worker
         sys.stdin = __import__("io").StringIO(sys.argv[1])
         status = quantize_worker.serve(quantize_worker.quantize)
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
@@ -242,8 +242,8 @@ def _all_tensors(path: Path, batch: np.ndarray) -> dict[str, tuple[np.ndarray, d
 def test_snr_and_clipped_fraction_match_a_hand_computation(
     tiny_pair: tuple[Path, Path, Path],
 ) -> None:
-    from inference.preprocess import decode_image, preprocess
-    from inference.specs import Preprocessing
+    from inference.core.specs import Preprocessing
+    from inference.formats.images import decode_image, preprocess
 
     reference, candidate, bright = tiny_pair
     pre = Preprocessing((8, 8), normalize="unit", crop_fraction=1.0)
@@ -347,7 +347,7 @@ def test_layers_and_quantize_take_the_pages_selection(runners: RunnerPool, coffe
 
 
 def test_keeping_worst_needs_a_report() -> None:
-    from inference.layers import FloatSelection
+    from inference.analysis.layer_report import FloatSelection
 
     with pytest.raises(InputError, match="needs a layer report"):
         FloatSelection(worst=2).apply(builtin_recipe(Variant.INT8))
@@ -361,9 +361,9 @@ def test_keeping_worst_needs_a_report() -> None:
 def test_snr_lost_per_op_is_its_inputs_snr_minus_its_own(
     tiny_pair: tuple[Path, Path, Path],
 ) -> None:
-    from inference.layers import CLEAN_SNR_DB
-    from inference.preprocess import decode_image, preprocess
-    from inference.specs import Preprocessing
+    from inference.analysis.layer_report import CLEAN_SNR_DB
+    from inference.core.specs import Preprocessing
+    from inference.formats.images import decode_image, preprocess
 
     reference, candidate, bright = tiny_pair
     batch = preprocess(

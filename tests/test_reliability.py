@@ -26,8 +26,8 @@ from PIL import Image, features
 from streamlit.testing.v1 import AppTest
 
 from inference import ConversionError, InputError, Variant, classify, custom_spec, get_spec
-from inference.convert import ensure_variants, is_converted, variant_path
-from inference.system import resident_bytes
+from inference.core.machine import resident_bytes
+from inference.engine.convert import ensure_variants, is_converted, variant_path
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool, run_cli
 
 pytestmark = pytest.mark.slow
@@ -248,7 +248,7 @@ def test_a_keras_zip_bomb_is_refused_from_its_zip_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A small .keras whose config.json inflates far: refused before any entry is read."""
-    from inference import custom
+    from inference.registry import user_models as custom
 
     bomb = tmp_path / "bomb.keras"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -271,7 +271,7 @@ def test_a_keras_zip_bomb_is_refused_from_its_zip_directory(
 
 
 def test_a_child_over_its_resident_limit_is_killed(tmp_path: Path) -> None:
-    from inference.child import ChildFailed, run_child
+    from inference.core.child_process import ChildFailed, run_child
 
     log = tmp_path / "hog.log"
     fits = run_child("tests.helpers.memory_hog", {"megabytes": 50}, timeout=60, log_path=log,
@@ -286,7 +286,7 @@ def test_a_child_over_its_resident_limit_is_killed(tmp_path: Path) -> None:
 def test_model_size_limits_are_enforced(
     runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inference import custom
+    from inference.registry import user_models as custom
 
     tflite = tmp_path / "lite0.tflite"
     tflite.write_bytes(runners.get("efficientnet_lite0", Variant.FP32).path.read_bytes())
@@ -348,7 +348,7 @@ def test_sixteen_threads_share_runners_and_get_single_session_results(
 
 def test_sixteen_threads_through_the_apps_shared_cache(chelsea: Path, coffee: Path) -> None:
     """The app's shared runner cache hands every session the same runner; calls stay exact."""
-    from inference.runner_cache import RUNNERS
+    from inference.registry.runner_cache import RUNNERS
 
     spec = get_spec("efficientnet_lite0")
     photos = [chelsea, coffee]
@@ -401,8 +401,8 @@ def test_whole_offline_zoo_with_all_variants_stays_under_2_gb(runners: RunnerPoo
     script = textwrap.dedent(
         f"""
         from inference import Variant, get_spec
-        from inference.loading import load_runners
-        from inference.system import resident_bytes
+        from inference.registry.loading import load_runners
+        from inference.core.machine import resident_bytes
         held = [load_runners(get_spec(n), list(Variant)) for n in {offline!r}]
         print(resident_bytes())
         """

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from inference import LiteRTRunner, Variant, get_spec, top_k
-from inference.convert import ensure_variants, variant_path
-from inference.runners import to_probabilities
-from inference.tflite_file import inspect_tflite
+from inference.engine.convert import ensure_variants, variant_path
+from inference.engine.runners import to_probabilities
+from inference.formats.tflite_file import inspect_tflite
 from tests.conftest import REPO_ROOT, RunnerPool
 
 

@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 
 from inference import ZOO, InputError, UsageError, Variant
-from inference.convert import variant_path
-from inference.recipes import builtin_recipe
-from inference.saved_variants import forget_variant, save_variant, saved_variants, with_saved
-from inference.specs import (
+from inference.core.specs import (
     ModelSpec,
     RecipeVariant,
     check_variant_name,
     parse_variants,
     suggest_variant_name,
+)
+from inference.engine.convert import variant_path
+from inference.formats.recipes import builtin_recipe
+from inference.registry.saved_variants import (
+    forget_variant,
+    save_variant,
+    saved_variants,
+    with_saved,
 )
 from tests.conftest import run_cli
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.efficientnet_lite import LITE_CONFIGS, weights_path
-from inference.torch_weights import (
+from inference.formats.torch_weights import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,
     UnsafePickleError,
     load_state_dict,
 )
-from inference.zoo import ZOO
+from inference.models.efficientnet_lite import LITE_CONFIGS, weights_path
+from inference.registry.zoo import ZOO
 
 
 class _FakeStorage:

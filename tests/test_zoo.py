@@ -23,8 +23,8 @@ from inference import (
     load_runner,
     preprocess,
 )
-from inference.builders import keras_weights_path
-from inference.convert import ensure_variants
+from inference.engine.convert import ensure_variants
+from inference.models.builders import keras_weights_path
 from tests.conftest import assert_one_error_line, run_cli
 
 DOWNLOAD_MODELS = [name for name, spec in ZOO.items() if spec.source is Source.DOWNLOAD]
@@ -37,7 +37,7 @@ def test_download_models_build_without_weights_and_run_the_same_pipeline(
     name: str, coffee: Path
 ) -> None:
     from inference import KerasRunner
-    from inference.builders import build_keras_model
+    from inference.models.builders import build_keras_model
 
     spec = get_spec(name)
     model = build_keras_model(spec, weights=False)
@@ -55,7 +55,7 @@ def test_download_model_offline_raises_a_clear_error(
 ) -> None:
     from keras.src.utils import file_utils
 
-    from inference.builders import build_keras_model
+    from inference.models.builders import build_keras_model
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise OSError(-3, "Temporary failure in name resolution")

@@ -20,8 +20,8 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from inference import InferenceError, ModelSpec, Prediction, preprocess
-from inference.catalog import resolve
-from inference.specs import AnyVariant, Source
+from inference.core.specs import AnyVariant, Source
+from inference.registry.catalog import resolve
 from ui.resources import Shown, visitor
 
 BUILD_DIR = Path(__file__).resolve().parents[1] / "components" / "browser_runner" / "build"

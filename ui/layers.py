@@ -14,14 +14,9 @@ import numpy as np
 import streamlit as st
 
 from inference import ModelSpec, decode_image, preprocess
-from inference.autoquant import SearchResult, SearchStep, search
-from inference.benchmark import median_ms
-from inference.calibration import calibration_images
-from inference.convert import conversion_record, ensure_variants
-from inference.custom import inspect_model, recipe_variant_spec
-from inference.errors import InputError
-from inference.evaluate import LabelledImage, LabelledSet, labelled_set
-from inference.layers import (
+from inference.analysis.benchmark import median_ms
+from inference.analysis.evaluate import LabelledImage, LabelledSet, labelled_set
+from inference.analysis.layer_report import (
     AnswerChange,
     FloatSelection,
     LayerReport,
@@ -29,10 +24,15 @@ from inference.layers import (
     answer_changes,
     compare_layers,
 )
-from inference.recipes import parse_recipe, variant_recipe
-from inference.runner_cache import RUNNERS, model_key
-from inference.runners import LiteRTRunner, Runner
-from inference.specs import AnyVariant
+from inference.analysis.search import SearchResult, SearchStep, search
+from inference.core.errors import InputError
+from inference.core.specs import AnyVariant
+from inference.engine.convert import conversion_record, ensure_variants
+from inference.engine.runners import LiteRTRunner, Runner
+from inference.formats.calibration import calibration_images
+from inference.formats.recipes import parse_recipe, variant_recipe
+from inference.registry.runner_cache import RUNNERS, model_key
+from inference.registry.user_models import inspect_model, recipe_variant_spec
 from ui.resources import ImageInput, keep_session_variant, session_dir, session_variant
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ MAX_SESSION_INPUT_BYTES = 200_000_000
 Over it, a set keeps its images encoded (the uploaded bytes, zip members read on
 use, file paths) and preprocesses each again when it is used: 2 000 photos at
 224x224 would otherwise be 1.2 GB (uploaded zips hold at most 2 000 images,
-:data:`inference.evaluate.MAX_UPLOAD_IMAGES`).
+:data:`inference.analysis.evaluate.MAX_UPLOAD_IMAGES`).
 """
 _INPUT_STORES = ("layers_batches", "layers_zip_batches")
 """The session-state entries that hold :class:`Batches`."""

@@ -1,6 +1,6 @@
 """Shared runners, per-session state and the pages' error policy.
 
-Runners come from :data:`inference.runner_cache.RUNNERS`: one copy per
+Runners come from :data:`inference.registry.runner_cache.RUNNERS`: one copy per
 (model, variant) for every session and for the REST API, bounded so the app
 stays inside Community Cloud's 2.7 GB. Runners are thread-safe (LiteRT calls
 hold a lock; Keras runs a ``tf.function``), which a value shared by all
@@ -28,14 +28,14 @@ import streamlit as st
 from PIL import Image
 
 from inference import ZOO, ModelSpec, Prediction, Runner, classify_decoded, decode_image
-from inference.background import Conversion
-from inference.catalog import MAX_SESSION_VARIANTS, Session, resolve_spec
-from inference.convert import ensure_variants, is_converted
-from inference.errors import InputError, one_line
-from inference.preprocess import draft_size, preprocess
-from inference.recipes import Recipe
-from inference.runner_cache import RUNNERS, model_key
-from inference.specs import AnyVariant, RecipeVariant, suggest_variant_name
+from inference.core.errors import InputError, one_line
+from inference.core.specs import AnyVariant, RecipeVariant, suggest_variant_name
+from inference.engine.convert import ensure_variants, is_converted
+from inference.formats.images import draft_size, preprocess
+from inference.formats.recipes import Recipe
+from inference.registry.background_conversions import Conversion
+from inference.registry.catalog import MAX_SESSION_VARIANTS, Session, resolve_spec
+from inference.registry.runner_cache import RUNNERS, model_key
 
 log = logging.getLogger("quantlens.ui")
 
@@ -50,7 +50,7 @@ def show_error(exc: BaseException, context: str) -> None:
 
 
 def visitor() -> Session:
-    """This visitor's own models and recipe variants (see :mod:`inference.catalog`)."""
+    """This visitor's own models and recipe variants (see :mod:`inference.registry.catalog`)."""
     if "visitor" not in st.session_state:
         st.session_state["visitor"] = Session()
     return st.session_state["visitor"]

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import streamlit as st
 
 from inference import ModelSpec, Source, is_available
-from inference.paths import SAMPLES_DIR
-from inference.preprocess import IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_MB
-from inference.runner_cache import MAX_CACHED_RUNNERS, RUNNERS, memory_cap
-from inference.specs import AnyVariant, Variant
-from inference.system import resident_bytes
+from inference.core.machine import resident_bytes
+from inference.core.paths import SAMPLES_DIR
+from inference.core.specs import AnyVariant, Variant
+from inference.formats.images import IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_MB
+from inference.registry.runner_cache import MAX_CACHED_RUNNERS, RUNNERS, memory_cap
 from ui.resources import ImageInput, available_specs, distinct_images
 
 __all__ = [

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from inference.child import serve
+from inference.core.child_process import serve
 
 
 def hog(request: dict) -> dict:

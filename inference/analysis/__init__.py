@@ -1,0 +1,1 @@
+"""What quantization does: benchmark, evaluation, the layer report, sensitivity, search."""

@@ -1,0 +1,1 @@
+"""Generated code kept unchanged: flatc's TFLite metadata schema."""

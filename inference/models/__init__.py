@@ -1,0 +1,1 @@
+"""Builders of Keras models: the EfficientNet-Lite port, keras.applications, Fashion-MNIST."""
