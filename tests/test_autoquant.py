@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 
 from inference import ZOO, Variant, custom_spec
 from inference.analysis.evaluate import scan_folder
-from inference.analysis.search import labelled_inputs
+from inference.analysis.search import allowed_images, labelled_inputs
 from inference.engine.runners import LiteRTRunner
 from inference.formats.recipes import builtin_recipe
 from tests.conftest import RunnerPool, run_cli
@@ -132,3 +134,12 @@ def test_autoquant_keeps_to_its_budget_checked_by_evaluate(
     assert checked.returncode == 0, checked.stderr
     (score,) = json.loads(checked.stdout)["summary"]
     assert score["accuracy"] >= report["float_accuracy"] - report["max_drop"] / 100 - 1e-9
+
+
+@pytest.mark.parametrize("images", [1, 7, 200, 2000, 9999, 10_000])
+@pytest.mark.parametrize("max_drop", ["0", "0.05", "0.1", "0.3", "0.5", "1", "2.5"])
+def test_the_budget_is_a_count_of_images_computed_exactly(max_drop: str, images: int) -> None:
+    """0.05 points of 2 000 images is exactly one image, whatever binary floats make of it."""
+    exact = Fraction(max_drop) * images / 100
+
+    assert allowed_images(float(max_drop), images) == math.floor(exact)

@@ -1,16 +1,23 @@
-"""Accuracy-bounded search: keep the worst layers in float until the accuracy drop fits a budget.
+"""Accuracy-bounded search: the smallest file whose accuracy drop fits a budget.
 
 Given a labelled set and the largest drop in top-1 accuracy (in points) that
 is acceptable against the float model, :func:`search`:
 
 1. measures the float file and the plain quantized variant on the set (one
    pass over it for both);
-2. if the drop is too large, ranks the quantized model's tensors by the SNR
-   each op loses (:func:`inference.analysis.layer_report.compare_layers` on a few of the
+2. if the drop is too large, orders the ops by the damage they make: the
+   sensitivity scan's ranking when one is given, else each op's own error
+   (:func:`inference.analysis.layer_report.compare_layers` on a few of the
    set's images);
-3. keeps the 1, 2, 4, 8, ... worst of them in float (a recipe with
-   ``no_quantize`` rules), builds each candidate in the quantizer child and
-   measures it, until one fits the budget or every tensor is float.
+3. keeps the 1, 2, 4, 8, ... most damaging in float (``no_quantize`` rules),
+   building and measuring each candidate, until one fits; then bisects between
+   the last count that did not fit and the first that did, since fewer float
+   ops make a smaller file;
+4. returns the smallest file among the steps that fit, or none.
+
+Drops are compared as counts of images, never as floats: a budget of 0.05
+points on 2 000 images allows exactly one image (0.05 % of 2 000), and a step
+that loses one image fits it.
 
 Each step records the tensors kept in float, accuracy, drop, median latency,
 size and build time, so the UI and the CLI can show the whole trade-off.
@@ -23,6 +30,7 @@ so memory does not grow with the set (20 000 photos at 224x224 would be 12 GB).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +73,10 @@ class SearchStep:
     size_bytes: int
     build_seconds: float
     path: Path
+    lost_images: int = 0
+    """Images the float model gets right and this step does not, net (the drop, counted)."""
+    fits: bool = False
+    """Whether :attr:`lost_images` is within the budget."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -72,6 +84,8 @@ class SearchStep:
             "tensors": list(self.kept),
             "accuracy": round(self.accuracy, 6),
             "drop_points": round(self.drop_points, 4),
+            "lost_images": self.lost_images,
+            "fits": self.fits,
             "median_ms": round(self.median_ms, 3),
             "size_bytes": self.size_bytes,
             "build_seconds": round(self.build_seconds, 2),
@@ -86,7 +100,31 @@ class SearchResult:
     images: int
     steps: tuple[SearchStep, ...]
     chosen: SearchStep | None
-    """The first step within the budget; ``None`` when even all-float tensors did not fit."""
+    """The smallest file among the steps within the budget; ``None`` when none fit."""
+    allowed_images: int = 0
+    """The budget as a count: ``floor(max_drop / 100 * images)``."""
+    ranked_by: str = "own error"
+    """What ordered the ops: ``"own error"`` or ``"sensitivity scan"``."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "float_accuracy": round(self.float_accuracy, 6),
+            "max_drop": self.max_drop,
+            "images": self.images,
+            "allowed_images": self.allowed_images,
+            "ranked_by": self.ranked_by,
+            "steps": [step.as_dict() for step in self.steps],
+            "chosen": None if self.chosen is None else str(self.chosen.path),
+            "chosen_step": None if self.chosen is None else self.chosen.as_dict(),
+        }
+
+
+def allowed_images(max_drop: float, images: int) -> int:
+    """The most images a step may lose: ``max_drop`` points of ``images``, rounded down.
+
+    The tiny epsilon keeps ``0.05 % of 2 000`` at 1 despite binary floating point.
+    """
+    return math.floor(max_drop / 100.0 * images + 1e-9)
 
 
 class LabelledInputs:
@@ -184,8 +222,8 @@ def labelled_inputs(spec: ModelSpec, dataset: LabelledSet) -> tuple[np.ndarray, 
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
-def _accuracies(runners: Sequence[Runner], inputs: LabelledInputs) -> tuple[list[float], int]:
-    """Top-1 accuracy of each runner on one pass over the set, and the images scored."""
+def _correct(runners: Sequence[Runner], inputs: LabelledInputs) -> tuple[list[int], int]:
+    """Images each runner gets right on one pass over the set, and the images scored."""
     right = [0] * len(runners)
     scored = 0
     for batch, labels in inputs.batches():
@@ -194,7 +232,7 @@ def _accuracies(runners: Sequence[Runner], inputs: LabelledInputs) -> tuple[list
         scored += len(labels)
     if not scored:
         raise InputError("none of the labelled images could be read")
-    return [r / scored for r in right], scored
+    return right, scored
 
 
 def search(
@@ -203,10 +241,21 @@ def search(
     *,
     max_drop: float = 0.5,
     variant: AnyVariant = Variant.INT8,
+    ranking: Sequence[str] | None = None,
     on_step: Callable[[SearchStep], None] | None = None,
     progress: Progress | None = None,
 ) -> SearchResult:
-    """Keep the worst tensors of ``variant`` in float until the drop fits ``max_drop`` points.
+    """The smallest file of ``variant`` with some ops in float whose drop fits ``max_drop`` points.
+
+    Args:
+        spec: The model.
+        dataset: The labelled set every step is measured on.
+        max_drop: The budget, in points of top-1 accuracy against the float file.
+        variant: The quantized variant to start from (its recipe).
+        ranking: Tensors in the order to keep them in float, most damaging first
+            (a sensitivity scan's); default: each op's own error on a few images.
+        on_step: Called with each measured step.
+        progress: Called with (message, fraction) while files are built.
 
     Raises:
         InputError: The variant is not made by a recipe, or no image can be read.
@@ -216,14 +265,15 @@ def search(
     inputs = LabelledInputs(spec, dataset)
     probe = inputs.first(PROBE_IMAGES)  # also fails early when no image can be read
     float_file = ensure_variants(spec, [Variant.FP32], progress=progress)[Variant.FP32]
-    float_accuracy = 0.0
-    images = 0
     base = variant_recipe(variant)
-    steps: list[SearchStep] = []
-    order: list[str] = []
-    count = 0
-    while True:
-        recipe = base.keeping_float(tuple(tensor_regex(t) for t in order[:count]))
+    float_correct = images = allowed = 0
+    order: list[str] = list(ranking or [])
+    steps: dict[int, SearchStep] = {}
+
+    def measure(count: int) -> SearchStep:
+        nonlocal float_correct, images, allowed
+        kept = tuple(order[:count])
+        recipe = base.keeping_float(tuple(tensor_regex(t) for t in kept))
         start = time.perf_counter()
         path = ensure_recipe(spec, recipe, progress=progress)
         built = time.perf_counter() - start
@@ -231,27 +281,55 @@ def search(
         with LiteRTRunner(made, made.variants[0], path) as runner:
             if not steps:  # the plain variant: scored in the same pass as the float file
                 with LiteRTRunner(spec, Variant.FP32, float_file) as float_runner:
-                    (float_accuracy, accuracy), images = _accuracies([float_runner, runner], inputs)
+                    (float_correct, correct), images = _correct([float_runner, runner], inputs)
+                allowed = allowed_images(max_drop, images)
             else:
-                (accuracy,), _ = _accuracies([runner], inputs)
+                (correct,), _ = _correct([runner], inputs)
+            lost = float_correct - correct
             step = SearchStep(
-                kept=tuple(order[:count]),
-                accuracy=accuracy,
-                drop_points=(float_accuracy - accuracy) * 100,
+                kept=kept,
+                accuracy=correct / images,
+                drop_points=lost / images * 100,
                 median_ms=median_ms(runner, probe[0], LATENCY_RUNS),
                 size_bytes=path.stat().st_size,
                 build_seconds=built,
                 path=path,
+                lost_images=lost,
+                fits=lost <= allowed,
             )
-        steps.append(step)
+        steps[count] = step
         if on_step:
             on_step(step)
-        if step.drop_points <= max_drop:
-            return SearchResult(float_accuracy, max_drop, images, tuple(steps), step)
-        if not order:
-            report = compare_layers(float_file, path, probe)
-            # Where damage is made, not where it shows: see FloatSelection.
-            order = [record.tensor for record in report.most_damaging(len(report.records))]
+        return step
+
+    def result() -> SearchResult:
+        fitting = [step for step in steps.values() if step.fits]
+        chosen = min(fitting, key=lambda s: (s.size_bytes, len(s.kept))) if fitting else None
+        return SearchResult(
+            float_accuracy=float_correct / images,
+            max_drop=max_drop,
+            images=images,
+            steps=tuple(steps[count] for count in sorted(steps)),
+            chosen=chosen,
+            allowed_images=allowed,
+            ranked_by="sensitivity scan" if ranking else "own error",
+        )
+
+    if measure(0).fits:
+        return result()
+    if not order:
+        report = compare_layers(float_file, steps[0].path, probe)
+        # Where damage is made, not where it shows: each op's own error, carried on.
+        order = [record.tensor for record in report.most_damaging(len(report.records))]
+    failing, count = 0, 1
+    while not measure(count).fits:
         if count >= len(order):
-            return SearchResult(float_accuracy, max_drop, images, tuple(steps), None)
-        count = min(len(order), max(1, count * 2))
+            return result()  # even every ranked op in float does not fit
+        failing, count = count, min(len(order), count * 2)
+    while count - failing > 1:  # fewer ops in float: a smaller file that may still fit
+        middle = (failing + count) // 2
+        if measure(middle).fits:
+            count = middle
+        else:
+            failing = middle
+    return result()
