@@ -10,11 +10,13 @@ import streamlit as st
 from inference import DEFAULT_MODEL, Variant
 from inference.analysis.evaluate import labelled_set
 from inference.analysis.layer_report import FloatSelection, model_explorer_data, short_name
+from inference.analysis.own_errors import CARRIED_OPS
 from inference.core.specs import SLOW_VARIANTS
 from inference.engine.convert import variant_path
-from ui import charts
+from ui import charts, damage
 from ui.layers import (
     build_fixed_variant,
+    candidate_recipe,
     image_batches,
     image_worst,
     layer_report,
@@ -82,7 +84,14 @@ use_calibration = st.toggle(
     key="layers_calibration",
     help="The images int8 was tuned on.",
 )
-threshold = st.slider("Damage threshold (SNR, dB)", 0, 60, 20, key="layers_threshold")
+threshold = st.slider(
+    "Damage threshold (SNR, dB)",
+    0,
+    60,
+    20,
+    key="layers_threshold",
+    help="An op whose own error takes the output below this is where damage starts.",
+)
 if not images and not use_calibration:
     st.info("Upload images or pick samples to compare on.", icon=":material/image:")
     st.stop()
@@ -103,19 +112,33 @@ except Exception as exc:
 
 rows = pd.DataFrame(report.as_rows())
 rows["shape"] = rows["shape"].map(lambda s: "×".join(map(str, s)))
-first = report.first_below(threshold)
+culprit = report.most_damaging(1)[0]
+start = report.damage_starts(threshold)
 worst = report.worst(1)[0]
 one, two, three = st.columns(3)
-one.metric("Tensors compared", len(rows), help=f"on {report.images} image(s), averaged")
+one.metric("Most damaging op", damage.describe_op(culprit), help=damage.damage_help(culprit))
 two.metric(
     "Damage starts at",
-    f"#{first.index} {first.op}" if first else "nowhere",
-    help=short_name(first.tensor) if first else f"every tensor is above {threshold} dB",
+    damage.describe_op(start) if start else "nowhere",
+    help=damage.damage_help(start) if start else f"no op's own error is below {threshold} dB",
 )
-three.metric("Worst tensor", f"{worst.snr_db:.1f} dB", help=f"#{worst.index} {worst.op}")
-
-st.markdown(f"**SNR per tensor** ({label} against {reference.value})")
-st.altair_chart(charts.snr_chart(rows, threshold, first.index if first else None), width="stretch")
+three.metric(
+    "Lowest SNR in the model",
+    f"{worst.snr_db:.1f} dB",
+    help=f"{damage.describe_op(worst)}: where error shows, which is often inherited",
+)
+st.markdown(
+    f"**Where error is made, and where it is carried** ({label} against {reference.value}, "
+    f"{report.images} image(s)): grey, each op's SNR in the model with everything it inherits; "
+    "red, the op alone, fed the reference's inputs; orange, the model's output with only that "
+    f"op's own error in it (the {CARRIED_OPS} worst ops)."
+)
+st.altair_chart(
+    charts.damage_chart(
+        damage.damage_rows(report), threshold, start.index if start else None, culprit.index
+    ),
+    width="stretch",
+)
 if rows["clipped"].notna().any():
     st.markdown(
         "**Clipped values**: the share of the reference's values outside the candidate's "
@@ -125,27 +148,17 @@ if rows["clipped"].notna().any():
 
 worst_table, by_op = st.columns([3, 2])
 with worst_table:
-    st.markdown("**The 10 worst tensors**")
-    table = pd.DataFrame([r.as_dict() for r in report.worst(10)])
-    table["tensor"] = table["tensor"].map(short_name)
-    table["shape"] = table["shape"].map(lambda s: "×".join(map(str, s)))
-    table = table[["index", "op", "snr_db", "loss_db", "clipped", "cosine", "shape", "tensor"]]
-    st.dataframe(table, hide_index=True, width="stretch", key="layers_worst")
+    st.markdown("**The 10 most damaging ops**")
+    st.dataframe(
+        damage.most_damaging_table(report), hide_index=True, width="stretch", key="layers_worst"
+    )
 with by_op:
     st.markdown("**By op type**")
-    summary = (
-        rows.groupby("op")
-        .agg(
-            tensors=("index", "size"), mean_snr_db=("snr_db", "mean"), min_snr_db=("snr_db", "min")
-        )
-        .sort_values("min_snr_db")
-        .reset_index()
-    )
-    st.dataframe(summary.round(2), hide_index=True, width="stretch", key="layers_by_op")
+    st.dataframe(damage.by_op_table(report), hide_index=True, width="stretch", key="layers_by_op")
 csv_cell, explorer_cell = st.columns(2)
 csv_cell.download_button(
-    "Per-tensor report (CSV)",
-    rows.to_csv(index=False).encode(),
+    "Per-op report (CSV)",
+    damage.report_csv(report),
     file_name=f"{spec.name}-{label}-layers.csv",
     mime="text/csv",
     key="layers_csv",
@@ -158,6 +171,69 @@ explorer_cell.download_button(
     key="layers_model_explorer",
     help="Load it over the .tflite graph in Google's Model Explorer (ai-edge-model-explorer).",
 )
+
+st.divider()
+st.subheader("Sensitivity scan")
+st.caption(
+    "The ground truth for the ranking above: quantize one op (or one block) at a time with "
+    f"{label}'s recipe, keep the rest in float, and measure the model's output on the same "
+    "images. Ranges are calibrated once; the ops are shared among parallel workers."
+)
+scan_recipe = candidate_recipe(spec, candidate, own)
+if scan_recipe is None:
+    st.info(
+        f"{label} was not made by a recipe of this app, so there is nothing to quantize one op "
+        "at a time with.",
+        icon=":material/info:",
+    )
+else:
+    by_cell, block_cell = st.columns([1, 2])
+    by = by_cell.radio(
+        "Quantize", ["one op at a time", "one block at a time"], key="layers_scan_by"
+    )
+    block = block_cell.text_input(
+        "Block: a regex whose group names the block in tensor names",
+        r"blocks\.(\d+)\.",
+        key="layers_scan_block",
+        disabled=by == "one op at a time",
+    )
+    scan_key = (spec.name, label, batches.digest, by, block)
+    if st.button("Run the scan", key="layers_scan_run"):
+        try:
+            scanned = damage.run_scan(
+                spec,
+                variant_path(spec, Variant.FP32),
+                scan_recipe,
+                batches.inputs,
+                block=block if by == "one block at a time" else None,
+            )
+            st.session_state["layers_scan"] = damage.ScanShown(scan_key, scanned)
+        except Exception as exc:
+            show_error(exc, f"scanning {spec.title} {label}")
+    shown_scan = st.session_state.get("layers_scan")
+    if shown_scan is not None and shown_scan.key == scan_key:
+        scan = shown_scan.scan
+        table = damage.scan_rows(scan)
+        st.markdown(
+            f"**Most sensitive**: {damage.describe_op(scan.records[0])} "
+            f"(output {scan.records[0].output_snr_db:.1f} dB with only it quantized; "
+            f"{scan.images} image(s), {scan.workers} workers, {scan.seconds:.0f} s). "
+            + damage.agreement_line(report, scan)
+        )
+        st.altair_chart(charts.scan_chart(table), width="stretch")
+        st.dataframe(
+            table.drop(columns=["op label"]).round(4),
+            hide_index=True,
+            width="stretch",
+            key="layers_scan_table",
+        )
+        st.download_button(
+            "Scan (CSV)",
+            table.to_csv(index=False).encode(),
+            file_name=f"{spec.name}-{label}-sensitivity.csv",
+            mime="text/csv",
+            key="layers_scan_csv",
+        )
 
 st.divider()
 st.subheader("Images whose answer flips")
@@ -268,7 +344,7 @@ keep_worst = worst_cell.number_input(
     len(report.records),
     0,
     key="layers_keep_worst",
-    help="The ops that lose the most SNR (input's SNR minus output's): where damage is made.",
+    help="The ops whose own error does the most damage: where it is made, not inherited.",
 )
 if st.button("Build and measure", key="layers_fix", type="primary"):
     selection = FloatSelection(
@@ -303,10 +379,23 @@ st.divider()
 st.subheader("Search for the best mix")
 st.caption(
     "On a labelled set (a zip with one folder per class, or the sample a model ships with), keep "
-    "the worst layers in float step by step (1, 2, 4, 8, ...) until the accuracy drop against "
-    "the float model fits your budget."
+    "the most damaging ops in float step by step (1, 2, 4, 8, ..., then back by halves) and "
+    "return the smallest file whose accuracy drop against the float model fits your budget."
 )
 archive = st.file_uploader("Labelled zip", type=["zip"], key="layers_zip")
+last_scan = st.session_state.get("layers_scan")
+scan_ranking = (
+    [r.tensor for r in last_scan.scan.records]
+    if last_scan is not None
+    and last_scan.key[:2] == (spec.name, label)
+    and last_scan.key[3] == "one op at a time"
+    else None
+)
+st.caption(
+    "Ops are kept in float in the order of the sensitivity scan above."
+    if scan_ranking
+    else "Ops are kept in float in the order of their own error (run the scan to use its order)."
+)
 max_drop = st.number_input(
     "Largest accuracy drop you accept (points)", 0.0, 100.0, 0.5, 0.1, key="layers_max_drop"
 )
@@ -315,7 +404,9 @@ if st.button("Search", key="layers_search"):
         dataset = labelled_set(
             spec, archive.getvalue() if archive else None, archive.name if archive else ""
         )
-        st.session_state["layers_search_result"] = run_search(spec, dataset, max_drop, candidate)
+        st.session_state["layers_search_result"] = run_search(
+            spec, dataset, max_drop, candidate, ranking=scan_ranking
+        )
     except Exception as exc:
         show_error(exc, f"searching {spec.title}")
 found = st.session_state.get("layers_search_result")

@@ -309,11 +309,19 @@ def test_layers_page_reports_and_keeps_a_layer_in_float(converted: None) -> None
 
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Tensors compared"] == "61"
-    assert len(at.get("vega_lite_chart")) >= 1  # SNR along the network
-    worst = at.dataframe[0].value  # the 10 worst tensors
-    assert len(worst) == 10 and list(worst["snr_db"]) == sorted(worst["snr_db"])
+    worst = at.dataframe[0].value  # the 10 most damaging ops
+    assert metrics["Most damaging op"] == f"#{worst['#'].iloc[0]} {worst['op'].iloc[0]}"
+    assert list(worst["rank"]) == list(range(1, 11))
+    assert len(at.get("vega_lite_chart")) >= 1  # SNR made and carried along the network
     assert at.get("download_button")  # CSV and Model Explorer JSON
+
+    at.button(key="layers_scan_run").click().run()
+
+    assert not at.exception and not at.error
+    scan = next(d.value for d in at.dataframe if "output_snr_db" in d.value.columns)
+    assert len(scan) == 61 and list(scan["rank"]) == list(range(1, 62))
+    assert list(scan["output_snr_db"]) == sorted(scan["output_snr_db"])
+    assert any("Spearman" in str(m.value) for m in at.markdown)
 
     at.multiselect(key="layers_keep_ops").set_value(["SOFTMAX"]).run()
     at.button(key="layers_fix").click().run()
@@ -361,7 +369,7 @@ def test_layers_page_compares_a_quantized_file_made_elsewhere(
     assert not at.exception and not at.error
     assert any("theirs.tflite against fp32" in str(m.value) for m in at.markdown)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Tensors compared"] == "61"
+    assert metrics["Most damaging op"].startswith("#")
     assert any("rebuilds a variant" in i.value for i in at.info)  # no fix for a foreign file
 
 

@@ -175,47 +175,96 @@ def confusion_chart(rows: pd.DataFrame) -> alt.LayerChart:
     return (cells + text).properties(height=alt.Step(28), width=alt.Step(56))
 
 
-def snr_chart(rows: pd.DataFrame, threshold_db: float, first: int | None) -> alt.LayerChart:
-    """SNR per tensor along the network's depth, coloured by op type.
+KIND_COLOURS = alt.Scale(
+    domain=["in the model (carried)", "op alone (own error)", "own error at the output"],
+    range=["#9aa5b1", "#d62728", "#ff9f1c"],
+)
+
+
+def damage_chart(
+    rows: pd.DataFrame, threshold_db: float, start: int | None, worst: int | None
+) -> alt.LayerChart:
+    """Where error is made and where it is carried: SNR per op along the network's depth.
 
     Args:
-        rows: The layer report: ``index``, ``snr_db``, ``op``, ``tensor``, ``shape``,
-            ``cosine``, ``clipped``.
+        rows: Long format: ``index``, ``op``, ``tensor``, ``kind`` (one of
+            :data:`KIND_COLOURS`' domain), ``snr_db``.
         threshold_db: Drawn as a horizontal rule.
-        first: Execution index of the first tensor below the threshold (a vertical rule).
+        start: Execution index of the op where damage starts (a vertical rule).
+        worst: Execution index of the most damaging op (ringed).
     """
     tooltip = [
         alt.Tooltip("index:Q", title="#"),
-        "tensor:N",
         "op:N",
-        "shape:N",
+        "kind:N",
         alt.Tooltip("snr_db:Q", title="SNR dB", format=".1f"),
-        alt.Tooltip("cosine:Q", format=".4f"),
-        alt.Tooltip("clipped:Q", format=".2%"),
+        "tensor:N",
     ]
-    base = alt.Chart(rows).encode(x=alt.X("index:Q", title="execution order (op index)"))
-    line = base.mark_line(color="#bbb", strokeWidth=1).encode(y="snr_db:Q")
-    points = base.mark_circle(size=60, opacity=0.9).encode(
+    base = alt.Chart(rows).encode(
+        x=alt.X("index:Q", title="execution order (op index)"),
         y=alt.Y("snr_db:Q", title="SNR (dB)"),
-        color=alt.Color("op:N", title="op", legend=alt.Legend(orient="bottom", columns=4)),
-        tooltip=tooltip,
+        color=alt.Color(
+            "kind:N", scale=KIND_COLOURS, title=None, legend=alt.Legend(orient="bottom")
+        ),
     )
-    rule = (
+    carried = base.transform_filter(alt.datum.kind == "in the model (carried)")
+    layers: list[alt.Chart] = [
+        carried.mark_line(strokeWidth=1.5),
+        base.mark_point(filled=True, size=50, opacity=0.9).encode(
+            shape=alt.Shape("kind:N", legend=None), tooltip=tooltip
+        ),
         alt.Chart(pd.DataFrame({"snr_db": [threshold_db]}))
         .mark_rule(color="#d62728", strokeDash=[4, 4])
-        .encode(y="snr_db:Q")
-    )
-    layers = [line, points, rule]
-    if first is not None:
-        start = pd.DataFrame({"index": [first], "label": [f"damage starts (#{first})"]})
-        marker = alt.Chart(start).encode(x="index:Q")
+        .encode(y="snr_db:Q"),
+    ]
+    if start is not None:
+        marker = alt.Chart(
+            pd.DataFrame({"index": [start], "label": [f"damage starts (#{start})"]})
+        ).encode(x="index:Q")
         layers += [
             marker.mark_rule(color="#d62728"),
             marker.mark_text(align="left", dx=4, dy=-6, color="#d62728", y=0).encode(
                 text="label:N"
             ),
         ]
-    return alt.layer(*layers).properties(height=360)
+    if worst is not None:
+        ring = rows[(rows["index"] == worst) & (rows["kind"] == "op alone (own error)")]
+        layers.append(
+            alt.Chart(ring)
+            .mark_point(size=400, color="#d62728", strokeWidth=2)
+            .encode(x="index:Q", y="snr_db:Q")
+        )
+    return alt.layer(*layers).properties(height=380)
+
+
+def scan_chart(rows: pd.DataFrame, n: int = 20) -> alt.Chart:
+    """The scan's most sensitive ops: output SNR with only that op quantized, lowest first.
+
+    Args:
+        rows: ``rank``, ``op label``, ``output_snr_db``, ``agreement`` (the scan's table).
+        n: How many to show.
+    """
+    top = rows.nsmallest(n, "rank")
+    return (
+        alt.Chart(top)
+        .mark_bar()
+        .encode(
+            y=alt.Y("op label:N", sort=list(top["op label"]), title=None),
+            x=alt.X("output_snr_db:Q", title="output SNR with only this op quantized (dB)"),
+            color=alt.Color(
+                "agreement:Q",
+                title="top-1 agreement",
+                scale=alt.Scale(scheme="redyellowgreen", domain=[0, 1]),
+            ),
+            tooltip=[
+                "rank:Q",
+                "op label:N",
+                alt.Tooltip("output_snr_db:Q", format=".1f"),
+                alt.Tooltip("agreement:Q", format=".0%"),
+            ],
+        )
+        .properties(height=max(160, 18 * len(top)))
+    )
 
 
 def clipped_chart(rows: pd.DataFrame) -> alt.Chart:

@@ -30,7 +30,7 @@ from inference.core.specs import AnyVariant
 from inference.engine.convert import conversion_record, ensure_variants
 from inference.engine.runners import LiteRTRunner, Runner
 from inference.formats.calibration import calibration_images
-from inference.formats.recipes import parse_recipe, variant_recipe
+from inference.formats.recipes import Recipe, parse_recipe, variant_recipe
 from inference.registry.runner_cache import RUNNERS, model_key
 from inference.registry.user_models import inspect_model, recipe_variant_spec
 from ui.resources import ImageInput, keep_session_variant, session_dir, session_variant
@@ -238,6 +238,15 @@ def uploaded_candidate(spec: ModelSpec, name: str, data: bytes) -> ModelSpec:
     return uploads[digest]
 
 
+def candidate_recipe(
+    spec: ModelSpec, candidate: AnyVariant, own: ModelSpec | None
+) -> Recipe | None:
+    """The recipe that makes the page's candidate from the float file, where there is one."""
+    if own is not None or not candidate.is_quantized:
+        return None
+    return variant_recipe(candidate)
+
+
 def shown_changes(reference: Runner, candidate: Runner, batches: Batches) -> list[AnswerChange]:
     """Both sides' answers on every image, kept for the same runners and images."""
     key = "|".join(
@@ -305,9 +314,16 @@ class Found:
 
 
 def run_search(
-    spec: ModelSpec, dataset: LabelledSet, max_drop: float, variant: AnyVariant
+    spec: ModelSpec,
+    dataset: LabelledSet,
+    max_drop: float,
+    variant: AnyVariant,
+    ranking: Sequence[str] | None = None,
 ) -> Found:
-    """The accuracy-bounded search with each step shown as it finishes."""
+    """The accuracy-bounded search with each step shown as it finishes.
+
+    ``ranking``: a sensitivity scan's tensors, most sensitive first (default: own error).
+    """
     with st.status(f"Searching {spec.title} {variant.value} within {max_drop:g} points…") as box:
         log = st.empty()
         lines: list[str] = []
@@ -320,7 +336,9 @@ def run_search(
             )
             log.markdown("\n".join(f"- {line}" for line in lines))
 
-        result = search(spec, dataset, max_drop=max_drop, variant=variant, on_step=show)
+        result = search(
+            spec, dataset, max_drop=max_drop, variant=variant, ranking=ranking, on_step=show
+        )
         box.update(label=f"Searched {len(result.steps)} step(s)", state="complete")
     if result.chosen is not None:
         # The chosen step's recipe becomes a variant of the model; its file is named after

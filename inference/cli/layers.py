@@ -1,0 +1,101 @@
+"""``layers``: where a quantized file starts to lose the signal, tensor by tensor.
+
+It runs the images through a float reference and a quantized candidate (a
+model's variant, or two ``.tflite`` files) and compares every tensor they share
+(SNR in dB). It prints where the damage starts and the ten worst tensors, or
+with ``--json`` every tensor's row.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from inference.analysis.layer_report import compare_layers, short_name
+from inference.cli.common import (
+    Subcommands,
+    add_command,
+    float_selection,
+    json_argument,
+    keep_float_arguments,
+    model_arguments,
+    print_json,
+    progress,
+    ranking_report,
+    render,
+    resolve_model,
+)
+from inference.core.errors import UsageError
+from inference.core.specs import Variant
+from inference.engine.convert import ensure_recipe, ensure_variants
+from inference.formats.images import decode_image, preprocess
+from inference.formats.recipes import variant_recipe
+from inference.registry.catalog import resolve
+from inference.registry.user_models import custom_spec
+
+
+def register(subcommands: Subcommands) -> None:
+    parser = add_command(
+        subcommands, "layers", help="per-tensor error of a quantized file against its float one"
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    model_arguments(parser)
+    parser.add_argument("--variant", default="int8", help="the candidate variant (default int8)")
+    parser.add_argument("--reference", type=Path, default=None, help="reference .tflite file")
+    parser.add_argument("--candidate", type=Path, default=None, help="candidate .tflite file")
+    parser.add_argument(
+        "--threshold", type=float, default=20.0, help="SNR in dB that marks damage (default 20)"
+    )
+    keep_float_arguments(parser)
+    json_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    reference, candidate, batches = _inputs(args)
+    report = compare_layers(reference, candidate, batches)
+    if args.json:
+        print_json(report.as_rows())
+        return 0
+    first = report.first_below(args.threshold)
+    print(f"{candidate.name} against {reference.name}, {report.images} image(s), "
+          f"{len(report.records)} tensors")  # fmt: skip
+    if first is None:
+        print(f"no tensor falls below {args.threshold:g} dB")
+    else:
+        print(f"damage starts at #{first.index} {first.op} {short_name(first.tensor)} "
+              f"({first.snr_db:.1f} dB < {args.threshold:g} dB)")  # fmt: skip
+    worst = [{**r.as_dict(), "tensor": short_name(r.tensor)} for r in report.worst(10)]
+    print("\n" + render(worst, "markdown"))
+    return 0
+
+
+def _inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray]]:
+    """The reference and candidate files, and the images preprocessed for them."""
+    if (args.reference is None) != (args.candidate is None):
+        raise UsageError("give both --reference and --candidate, or --model and --variant")
+    selection = float_selection(args)
+    if args.reference is not None:
+        if selection:
+            raise UsageError("--keep-float needs --model and --variant (the app rebuilds the file)")
+        spec = custom_spec(args.reference, normalize=args.normalize)
+        reference, candidate = args.reference, args.candidate
+    else:
+        spec = resolve_model(args)
+        _, (variant,) = resolve(spec, args.variant, single=True, among=lambda v: v.is_tflite)
+        paths = ensure_variants(spec, [Variant.FP32, variant], progress=progress)
+        reference, candidate = paths[Variant.FP32], paths[variant]
+        if selection:
+            if not variant.is_quantized:
+                raise UsageError(f"--keep-float needs a quantized --variant; received {variant}")
+            base = variant_recipe(variant)
+            images = [Path(p) for p in args.images]
+            report = ranking_report(spec, base, None, images) if selection.worst else None
+            candidate = ensure_recipe(spec, selection.apply(base, report), progress=progress)
+    pre = spec.preprocessing
+    batches = [
+        preprocess(decode_image(Path(image), color_mode=pre.color_mode), pre)
+        for image in args.images
+    ]
+    return reference, candidate, batches
