@@ -1,14 +1,30 @@
-"""``python -m inference``: JSON contracts and one-line errors, run as a user runs it."""
+"""``python -m inference``: JSON contracts and one-line errors.
+
+Commands that load a model run as a user runs them (a child process); argument
+and usage errors run in this process through :func:`inference.cli.main`, which
+saves an interpreter start each.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from inference import ZOO, Variant
+from inference import ZOO, Variant, get_spec
+from inference.cli import COMMAND_NAMES, build_parser, main
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool, assert_one_error_line, run_cli
+
+
+def run_in_process(
+    capsys: pytest.CaptureFixture[str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``main(args)`` here, shaped like :func:`run_cli`'s answer."""
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), status, captured.out, captured.err)
 
 
 def test_models_json_lists_the_zoo() -> None:
@@ -89,8 +105,80 @@ def test_predict_text_output(runners: RunnerPool, chelsea: Path) -> None:
     ],
     ids=["missing", "model", "variant", "top-k", "no-image", "command", "convert-original"],
 )
-def test_bad_input_gives_one_error_line(args: list[str], status: int, parts: list[str]) -> None:
+def test_bad_input_gives_one_error_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], status: int, parts: list[str]
+) -> None:
+    assert_one_error_line(run_in_process(capsys, *args), status, *parts)
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "parts"),
+    [
+        (["predict", "missing.jpg"], 1, ["missing.jpg", "no such file"]),
+        (["classify"], 2, ["invalid choice", "'classify'"]),
+    ],
+    ids=["input", "usage"],
+)
+def test_the_entry_point_gives_one_error_line(
+    args: list[str], status: int, parts: list[str]
+) -> None:
     assert_one_error_line(run_cli(*args), status, *parts)
+
+
+@pytest.mark.parametrize("command", COMMAND_NAMES)
+def test_every_command_takes_json(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    assert main([command, "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args", [["bench"], ["evaluate", "--data", "sample"]], ids=["bench", "evaluate"]
+)
+def test_json_is_format_json_for_the_table_commands(args: list[str]) -> None:
+    parser = build_parser()
+
+    assert parser.parse_args([*args, "--json"]) == parser.parse_args([*args, "--format", "json"])
+    assert parser.parse_args(args).format == "markdown"
+
+
+def test_json_with_another_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_in_process(capsys, "bench", "--json", "--format", "csv")
+
+    assert_one_error_line(result, 2, "--format", "not allowed with", "--json")
+
+
+@pytest.mark.slow
+def test_bench_and_evaluate_json_print_what_format_json_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sample = get_spec("fashion_mnist_cnn").labelled_sample
+    assert sample is not None
+    evaluate = ["evaluate", "--model", "fashion_mnist_cnn", "--data", str(sample),
+                "--variants", "fp32,int8"]  # fmt: skip
+    bench = ["bench", "--models", "fashion_mnist_cnn", "--variants", "fp32,int8",
+             "--runs", "3", "--warmup", "1"]  # fmt: skip
+    answers = {}
+    for name, args in (("evaluate", evaluate), ("bench", bench)):
+        for flags in (["--json"], ["--format", "json"]):
+            result = run_in_process(capsys, *args, *flags)
+            assert result.returncode == 0, result.stderr
+            answers[name, flags[0]] = json.loads(result.stdout)
+
+    def untimed(report: dict) -> dict:
+        rows = [{k: v for k, v in row.items() if "ms" not in k} for row in report["summary"]]
+        return {**report, "summary": rows}
+
+    assert untimed(answers["evaluate", "--json"]) == untimed(answers["evaluate", "--format"])
+    assert answers["evaluate", "--json"]["images"] == 200
+    flag, format_json = answers["bench", "--json"], answers["bench", "--format"]
+    assert set(flag) == set(format_json) and len(flag["results"]) == 2
+    assert {k: flag[k] for k in ("machine", "simd", "int8_outlook", "images")} == {
+        k: format_json[k] for k in ("machine", "simd", "int8_outlook", "images")
+    }
+    assert [(r["model"], r["variant"], list(r)) for r in flag["results"]] == [
+        (r["model"], r["variant"], list(r)) for r in format_json["results"]
+    ]
+    assert [t["target"] for t in flag["targets"]] == [t["target"] for t in format_json["targets"]]
 
 
 def test_not_an_image_names_the_file(runners: RunnerPool, tmp_path: Path) -> None:

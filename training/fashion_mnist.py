@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from inference.fashion_mnist import CLASSES, INPUT_SHAPE, WEIGHTS_PATH, build_model
+from inference.models.fashion_mnist import CLASSES, INPUT_SHAPE, WEIGHTS_PATH, build_model
 
 __all__ = ["CLASSES", "DATA_DIR", "WEIGHTS_PATH", "build_model", "export", "load_split", "train"]
 
