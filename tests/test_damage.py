@@ -22,7 +22,7 @@ from inference.engine.convert import ensure_recipe, float_path
 from inference.formats.images import decode_image, preprocess
 from inference.formats.op_models import op_models
 from inference.formats.recipes import builtin_recipe, parse_recipe
-from tests.conftest import REPO_ROOT, RunnerPool
+from tests.conftest import REPO_ROOT, RunnerPool, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +131,24 @@ def test_a_float_candidate_has_no_own_error(lite0: Path) -> None:
     report = compare_layers(lite0, lite0, _inputs()[:1])
 
     assert all(r.own_snr_db is not None and r.own_snr_db >= 150 for r in report.records)
+
+
+def test_the_sensitivity_command_ranks_every_op_and_counts_accuracy(runners: RunnerPool) -> None:
+    runners.get("fashion_mnist_cnn", Variant.W4)
+    sample = get_spec("fashion_mnist_cnn").labelled_sample
+
+    found = run_cli("sensitivity", "--model", "fashion_mnist_cnn", "--variant", "w4",
+                    "--data", str(sample), "--workers", "2", "--json")  # fmt: skip
+
+    assert found.returncode == 0, found.stderr
+    scan = json.loads(found.stdout)
+    records = scan["records"]
+    assert scan["images"] == 200 and scan["workers"] == 2
+    assert [r["rank"] for r in records] == list(range(1, len(records) + 1))
+    assert set(records[0]) == {
+        "index", "tensor", "op", "rank", "output_snr_db", "agreement", "accuracy_drop"
+    }  # fmt: skip
+    assert [r["output_snr_db"] for r in records] == sorted(r["output_snr_db"] for r in records)
+    # The accuracy drop is counted on the 200 images: whole images, 0.5 points each.
+    assert all(abs(r["accuracy_drop"] * 2 - round(r["accuracy_drop"] * 2)) < 1e-6 for r in records)
+    assert scan["agreement_with_own_error"]["ops"] >= 2

@@ -42,6 +42,7 @@ COMMAND_NAMES = (
     "convert",
     "quantize",
     "layers",
+    "sensitivity",
     "autoquant",
     "bench",
     "evaluate",

@@ -1,9 +1,11 @@
-"""``autoquant``: keep the worst layers in float until the accuracy drop fits a budget.
+"""``autoquant``: the smallest file whose accuracy drop fits a budget.
 
 It runs :func:`inference.analysis.search.search` on a labelled folder (or zip),
-printing one line per candidate tried and then the chosen file, or with
-``--json`` every step and the chosen path at the end. No candidate within
-``--max-drop`` is an error (exit status 1).
+keeping the most damaging ops in float (by each op's own error, or with
+``--scan`` by a sensitivity scan on the set's first images), printing one line
+per candidate tried and then the chosen file, or with ``--json`` every step and
+the chosen file under ``"chosen"``. No candidate within ``--max-drop`` is an
+error (exit status 1).
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from inference.analysis.search import SearchStep, search
+from inference.analysis.evaluate import LabelledSet
+from inference.analysis.search import LabelledInputs, SearchStep, search
+from inference.analysis.sensitivity import MAX_SCAN_IMAGES, sensitivity_scan
 from inference.cli.common import (
     Subcommands,
     add_command,
     json_argument,
     load_labelled_set,
     model_arguments,
+    positive_int,
     print_json,
     progress,
     resolve_model,
 )
+from inference.core.specs import AnyVariant, ModelSpec, Variant
+from inference.engine.convert import ensure_variants
+from inference.formats.recipes import variant_recipe
 from inference.registry.catalog import resolve
 
 
@@ -44,6 +52,14 @@ def register(subcommands: Subcommands) -> None:
         help="largest top-1 accuracy drop against the float model, in points (default 0.5)",
     )
     parser.add_argument("--variant", default="int8", help="variant to start from (default int8)")
+    parser.add_argument(
+        "--scan",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="order the ops by a sensitivity scan on the set's first N images (default: by "
+        "each op's own error)",
+    )
     json_argument(parser)
 
 
@@ -59,22 +75,30 @@ def run(args: argparse.Namespace) -> int:
                   f"{step.size_bytes / 1e6:.2f} MB  built in {step.build_seconds:.1f} s",
                   flush=True)  # fmt: skip
 
-    result = search(spec, dataset, max_drop=args.max_drop, variant=variant, on_step=show,
-                    progress=progress)  # fmt: skip
+    ranking = _scan_ranking(spec, variant, dataset, args.scan) if args.scan else None
+    result = search(spec, dataset, max_drop=args.max_drop, variant=variant, ranking=ranking,
+                    on_step=show, progress=progress)  # fmt: skip
     chosen = result.chosen
     if args.json:
-        print_json({
-            "model": spec.name, "variant": variant.value, "images": result.images,
-            "float_accuracy": round(result.float_accuracy, 6), "max_drop": result.max_drop,
-            "steps": [s.as_dict() for s in result.steps],
-            "chosen": str(chosen.path) if chosen else None,
-        })  # fmt: skip
+        print_json({"model": spec.name, "variant": variant.value, **result.as_dict()})
     elif chosen is not None:
-        print(f"float accuracy {result.float_accuracy:.2%} on {result.images} images; chosen "
-              f"({chosen.drop_points:+.2f} pt, {len(chosen.kept)} tensors in float):")  # fmt: skip
+        print(f"float accuracy {result.float_accuracy:.2%} on {result.images} images (budget "
+              f"{result.allowed_images} images); chosen, the smallest within it "
+              f"({chosen.lost_images} images lost, {len(chosen.kept)} tensors in float, "
+              f"{chosen.size_bytes / 1e6:.2f} MB):")  # fmt: skip
         print(chosen.path)
     if chosen is None:
         print(f"error: no candidate keeps the drop within {args.max_drop:g} points, even with "
               "every quantized tensor in float", file=sys.stderr)  # fmt: skip
         return 1
     return 0
+
+
+def _scan_ranking(
+    spec: ModelSpec, variant: AnyVariant, dataset: LabelledSet, images: int
+) -> list[str]:
+    """Tensors by a sensitivity scan on the set's first ``images`` images, worst first."""
+    inputs = LabelledInputs(spec, dataset).first(min(images, MAX_SCAN_IMAGES))
+    float_file = ensure_variants(spec, [Variant.FP32], progress=progress)[Variant.FP32]
+    scan = sensitivity_scan(spec, float_file, variant_recipe(variant), inputs, progress=progress)
+    return [record.tensor for record in scan.records]

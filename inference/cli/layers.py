@@ -1,9 +1,11 @@
-"""``layers``: where a quantized file starts to lose the signal, tensor by tensor.
+"""``layers``: which op makes the damage in a quantized file, and where error is only carried.
 
 It runs the images through a float reference and a quantized candidate (a
-model's variant, or two ``.tflite`` files) and compares every tensor they share
-(SNR in dB). It prints where the damage starts and the ten worst tensors, or
-with ``--json`` every tensor's row.
+model's variant, or two ``.tflite`` files), compares every tensor they share
+(SNR in dB), and measures each op's own error (the op fed the reference's
+inputs) and, for the worst, what that error alone does to the output. It
+prints the most damaging op, where damage starts and the ten most damaging
+ops, or with ``--json`` every op's row (``own_snr_db``, ``damage_rank``, ...).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.analysis.layer_report import compare_layers, short_name
+from inference.analysis.layer_report import TensorError, compare_layers, short_name
 from inference.cli.common import (
     Subcommands,
     add_command,
@@ -58,17 +60,34 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.as_rows())
         return 0
-    first = report.first_below(args.threshold)
+    culprit = report.most_damaging(1)[0]
+    start = report.damage_starts(args.threshold)
     print(f"{candidate.name} against {reference.name}, {report.images} image(s), "
           f"{len(report.records)} tensors")  # fmt: skip
-    if first is None:
-        print(f"no tensor falls below {args.threshold:g} dB")
+    print(f"most damaging op: #{culprit.index} {culprit.op} {short_name(culprit.tensor)} "
+          f"({_damage(culprit)})")  # fmt: skip
+    if start is None:
+        print(f"damage starts nowhere: no op's own error is below {args.threshold:g} dB")
     else:
-        print(f"damage starts at #{first.index} {first.op} {short_name(first.tensor)} "
-              f"({first.snr_db:.1f} dB < {args.threshold:g} dB)")  # fmt: skip
-    worst = [{**r.as_dict(), "tensor": short_name(r.tensor)} for r in report.worst(10)]
+        print(f"damage starts at #{start.index} {start.op} {short_name(start.tensor)} "
+              f"({_damage(start)})")  # fmt: skip
+    columns = ["damage_rank", "index", "op", "own_output_snr_db", "own_snr_db", "snr_db",
+               "clipped", "tensor"]  # fmt: skip
+    worst = [
+        {key: {**r.as_dict(), "tensor": short_name(r.tensor)}[key] for key in columns}
+        for r in report.most_damaging(10)
+    ]
     print("\n" + render(worst, "markdown"))
     return 0
+
+
+def _damage(record: TensorError) -> str:
+    parts = []
+    if record.own_output_snr_db is not None:
+        parts.append(f"its own error alone: output at {record.own_output_snr_db:.1f} dB")
+    if record.own_snr_db is not None:
+        parts.append(f"alone {record.own_snr_db:.1f} dB")
+    return "; ".join([*parts, f"in the model {record.snr_db:.1f} dB"])
 
 
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray]]:
