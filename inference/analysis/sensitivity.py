@@ -217,7 +217,7 @@ def sensitivity_scan(
         np.save(work / "reference.npy", reference)
         if labels is not None:
             np.save(work / "labels.npy", np.asarray(labels, np.int64))
-        base = {"float": str(float_path), "rules": recipe.rules}
+        base = {"float": str(float_path), "rules": recipe.rules, "ranges": recipe.ranges}
         images = [str(p) for p in (calibration or calibration_images(_calibration_dirs(spec)))]
         calibrated = _child(
             "calibrate",

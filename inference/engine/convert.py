@@ -136,6 +136,8 @@ def recipe_path(spec: ModelSpec, recipe: Recipe, calibration: Sequence[Path] | N
     if recipe.needs_calibration:
         key["calibration"] = calibration_id(calibration_set(spec, calibration))
         key["preprocessing"] = dataclasses.asdict(spec.preprocessing)
+    if recipe.ranges:
+        key["ranges"] = recipe.ranges
     return cache_dir() / f"{spec.name}-{_label(recipe)}-{_digest(key)}.tflite"
 
 
@@ -417,7 +419,10 @@ def _quantize(
         "preprocessing": dataclasses.asdict(spec.preprocessing),
         "calibration": [str(p) for p in images],
         "metadata": describe_spec(spec),
-        "jobs": [{"name": r.name, "rules": r.rules, "output": str(p)} for r, p in outputs.items()],
+        "jobs": [
+            {"name": r.name, "rules": r.rules, "ranges": r.ranges, "output": str(p)}
+            for r, p in outputs.items()
+        ],
     }
     _stage(spec, "quantize", request, progress, timeout, memory_bytes=QUANTIZER_MEMORY_BYTES)
 

@@ -24,7 +24,7 @@ from ai_edge_litert import schema_py_generated as tfl
 
 from inference.formats.tflite_file import pack_model, unpack_model
 
-__all__ = ["OpModel", "TailModel", "op_models", "tail_models"]
+__all__ = ["Graph", "OpModel", "TailModel", "op_models", "op_name", "tail_models"]
 
 _CONVERSIONS = {"QUANTIZE", "DEQUANTIZE"}
 """Ops that only change how an activation is stored."""
@@ -51,7 +51,7 @@ class OpModel:
     model: bytes
 
 
-def _op_name(tree: tfl.ModelT, op: tfl.OperatorT) -> str:
+def op_name(tree: tfl.ModelT, op: tfl.OperatorT) -> str:
     code = tree.operatorCodes[op.opcodeIndex]
     return _BUILTIN_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
 
@@ -61,7 +61,7 @@ def _name(tensor: tfl.TensorT) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-class _Graph:
+class Graph:
     """The main graph of a model, with which tensors are constants or made from constants."""
 
     def __init__(self, model: bytes) -> None:
@@ -94,7 +94,7 @@ class _Graph:
         """The tensor before any QUANTIZE/DEQUANTIZE ops in front of ``index``."""
         while index in self.producer:
             making = self.graph.operators[self.producer[index]]
-            if _op_name(self.tree, making) not in _CONVERSIONS or not len(making.inputs):
+            if op_name(self.tree, making) not in _CONVERSIONS or not len(making.inputs):
                 break
             index = int(making.inputs[0])
         return index
@@ -136,14 +136,14 @@ def op_models(model: bytes) -> Iterator[OpModel]:
     Ops whose inputs are all constants (weight preparation) are not yielded on
     their own; they travel with the ops that use them.
     """
-    graph = _Graph(model)
+    graph = Graph(model)
     for position, op in enumerate(graph.graph.operators):
         if not graph.computes(op):
             continue
         inputs, cut = graph.cut([op], [int(o) for o in op.outputs])
         yield OpModel(
             position=position,
-            op=_op_name(graph.tree, op),
+            op=op_name(graph.tree, op),
             inputs=tuple(graph.name(i) for i in inputs),
             sources=tuple(graph.name(graph.source(i)) for i in inputs),
             output=graph.name(int(op.outputs[0])),
@@ -170,7 +170,7 @@ def tail_models(model: bytes, only: set[str] | None = None) -> Iterator[TailMode
     that change does to the model's output (the op's own error, carried on).
     ``only``: the ops (by first output tensor) to make tails for.
     """
-    graph = _Graph(model)
+    graph = Graph(model)
     operators = graph.graph.operators
     outputs = [int(o) for o in graph.graph.outputs]
     for position, op in enumerate(operators):

@@ -15,6 +15,7 @@ checks the numeric settings itself, in its child process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -53,6 +54,9 @@ class Recipe:
 
     name: str
     text: str
+    ranges: str = ""
+    """Canonical JSON ``{tensor: [min, max]}`` of activation ranges to use instead of
+    calibrating (read from a file made elsewhere, :mod:`inference.formats.file_scheme`)."""
 
     @property
     def rules(self) -> list[dict[str, Any]]:
@@ -60,11 +64,17 @@ class Recipe:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()[:12]
+        return hashlib.sha256((self.text + self.ranges).encode()).hexdigest()[:12]
+
+    def with_ranges(self, ranges: dict[str, list[float]]) -> Recipe:
+        """This recipe with fixed activation ranges (no calibration)."""
+        return dataclasses.replace(self, ranges=json.dumps(ranges, sort_keys=True))
 
     @property
     def needs_calibration(self) -> bool:
         """Static quantization (integer activations) measures ranges on sample images."""
+        if self.ranges:
+            return False
         return any(
             rule["algorithm_key"] != NO_QUANTIZE
             and rule.get("op_config", {}).get("activation_tensor_config") is not None
@@ -91,7 +101,8 @@ class Recipe:
             parts = [f"{len(tensors)} tensors"] if tensors else []
             parts += [op.upper() for op in operations]
             kept = ", ".join(parts)
-        return parse_recipe(json.dumps([*self.rules, *extra]), name=f"{self.name}, float: {kept}")
+        made = parse_recipe(json.dumps([*self.rules, *extra]), name=f"{self.name}, float: {kept}")
+        return dataclasses.replace(made, ranges=self.ranges)
 
 
 def tensor_regex(tensor: str) -> str:

@@ -51,6 +51,21 @@ def calibrate_ranges(
     return calibration.get_model_qsvs()
 
 
+def fixed_ranges(float_path: Path, ranges: dict[str, list[float]]) -> dict[str, Any]:
+    """``{tensor: [min, max]}`` as the quantizer's calibration result (one value per tensor)."""
+    ranks = {
+        t["name"]: len(t["shape"])
+        for t in Interpreter(model_path=str(float_path)).get_tensor_details()
+    }
+    return {
+        name: {
+            "min": np.full((1,) * ranks.get(name, 1), low, np.float32),
+            "max": np.full((1,) * ranks.get(name, 1), high, np.float32),
+        }
+        for name, (low, high) in ranges.items()
+    }
+
+
 def quantize(request: dict[str, Any]) -> dict[str, Any]:
     float_path = Path(request["float"])
     model = float_path.read_bytes()
@@ -67,7 +82,12 @@ def quantize(request: dict[str, Any]) -> dict[str, Any]:
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"recipe {name}: ai-edge-quantizer refused it ({exc})") from None
         result = None
-        if qt.need_calibration and qsvs is not None:
+        if qt.need_calibration and job.get("ranges"):
+            # Ranges read from a file made elsewhere: its very activation scales, no calibration.
+            result = qt.quantize(
+                fixed_ranges(float_path, json.loads(job["ranges"])), enable_progress_report=False
+            )
+        if result is None and qt.need_calibration and qsvs is not None:
             # Ranges are statistics of the float model on the same samples, whatever the
             # bit width: int16x8 reuses int8's. A recipe that quantizes tensors the last
             # one kept in float lacks some, and the quantizer says so: calibrate again.

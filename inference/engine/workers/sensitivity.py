@@ -15,6 +15,7 @@ parallel, each with a share of the targets (:mod:`inference.analysis.sensitivity
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 import warnings
@@ -27,7 +28,7 @@ from ai_edge_quantizer import quantizer
 
 from inference.core.child_process import emit, serve, write_atomically
 from inference.core.specs import Preprocessing
-from inference.engine.workers.quantize import calibrate_ranges
+from inference.engine.workers.quantize import calibrate_ranges, fixed_ranges
 from inference.formats.calibration import representative_samples
 from inference.formats.tflite_file import signature_input
 
@@ -48,6 +49,10 @@ def _calibrate(request: dict[str, Any]) -> dict[str, Any]:
     qt = quantizer.Quantizer(model, request["rules"])
     if not qt.need_calibration:
         return {"calibrated": False}
+    if request.get("ranges"):  # a file made elsewhere: its own activation ranges
+        ranges = fixed_ranges(float_path, json.loads(request["ranges"]))
+        write_atomically(Path(request["output"]), pickle.dumps(ranges))
+        return {"calibrated": True}
     key, input_name = signature_input(Interpreter(model_path=str(float_path)), float_path)
     preprocessing = Preprocessing(**request["preprocessing"])
     images = [Path(p) for p in request["calibration"]]
