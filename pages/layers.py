@@ -11,15 +11,18 @@ from inference import DEFAULT_MODEL, Variant
 from inference.analysis.evaluate import labelled_set
 from inference.analysis.layer_report import FloatSelection, model_explorer_data, short_name
 from inference.analysis.own_errors import CARRIED_OPS
+from inference.analysis.rebuild import OUTPUT_TOLERANCE
 from inference.core.specs import SLOW_VARIANTS
 from inference.engine.convert import variant_path
 from ui import charts, damage
 from ui.layers import (
+    build_fixed_file,
     build_fixed_variant,
     candidate_recipe,
     image_batches,
     image_worst,
     layer_report,
+    rebuilt_upload,
     run_search,
     shown_changes,
     uploaded_candidate,
@@ -179,11 +182,34 @@ st.caption(
     f"{label}'s recipe, keep the rest in float, and measure the model's output on the same "
     "images. Ranges are calibrated once; the ops are shared among parallel workers."
 )
-scan_recipe = candidate_recipe(spec, candidate, own)
+rebuilt = None
+if own is not None:
+    try:
+        rebuilt = rebuilt_upload(spec, own, batches)
+    except Exception as exc:
+        show_error(exc, f"reading {label}'s quantization")
+    else:
+        check = rebuilt.check
+        if check.same:
+            st.success(
+                f"{label}'s quantization, read back as a recipe and rebuilt from fp32, gives the "
+                f"same {check.tensors} tensors (types and scales) and outputs within "
+                f"{OUTPUT_TOLERANCE:g} on {check.images} image(s): it can be scanned and fixed.",
+                icon=":material/check_circle:",
+            )
+        else:
+            parts = [short_name(t) for t in (*check.missing, *check.differing)][:5]
+            parts += [f"{short_name(t)} ({why})" for t, why in check.unexpressed][:5]
+            st.warning(
+                f"{label}'s quantization cannot be rebuilt exactly as a recipe (outputs differ by "
+                f"up to {check.max_output_difference:.3g}); it differs at: {', '.join(parts)}.",
+                icon=":material/warning:",
+            )
+scan_recipe = candidate_recipe(spec, candidate, rebuilt)
 if scan_recipe is None:
     st.info(
-        f"{label} was not made by a recipe of this app, so there is nothing to quantize one op "
-        "at a time with.",
+        f"{label} cannot be rebuilt by a recipe, so there is nothing to quantize one op at a "
+        "time with.",
         icon=":material/info:",
     )
 else:
@@ -318,17 +344,22 @@ if ref_runner is not None and cand_runner is not None:
             )
 
 st.divider()
-if own is not None:
+if own is not None and scan_recipe is None:
     st.info(
-        "Keeping layers in float rebuilds a variant from this model's float file with a recipe; "
-        f"pick one of its variants above instead of {label} to try it.",
+        f"Keeping layers in float rebuilds {label} from this model's float file; its "
+        "quantization could not be rebuilt exactly (above).",
         icon=":material/info:",
     )
     st.stop()
 st.subheader("Keep layers in float")
 st.caption(
-    f"Builds {candidate.value} again with ai-edge-quantizer, these layers left in float, and "
-    "measures it on the same images. The result can be picked as a model on every page."
+    f"Builds {label} again from the float file with ai-edge-quantizer, these layers left in "
+    "float, and measures it on the same images. "
+    + (
+        "The result is a file to download (it stays outside the model's variants)."
+        if own is not None
+        else "The result can be picked as a model on every page."
+    )
 )
 ops_cell, tensors_cell, worst_cell = st.columns([2, 3, 1])
 keep_ops = ops_cell.multiselect("Op types", sorted(rows["op"].unique()), key="layers_keep_ops")
@@ -351,8 +382,10 @@ if st.button("Build and measure", key="layers_fix", type="primary"):
         tensors=tuple(keep_tensors), operations=tuple(keep_ops), worst=int(keep_worst)
     )
     try:
-        st.session_state["layers_fixed"] = build_fixed_variant(
-            spec, reference, candidate, batches, selection, report
+        st.session_state["layers_fixed"] = (
+            build_fixed_file(spec, reference, own, rebuilt, batches, selection, report)
+            if own is not None and rebuilt is not None
+            else build_fixed_variant(spec, reference, candidate, batches, selection, report)
         )
     except Exception as exc:
         show_error(exc, f"building {spec.title} {candidate.value} with layers in float")

@@ -370,7 +370,17 @@ def test_layers_page_compares_a_quantized_file_made_elsewhere(
     assert any("theirs.tflite against fp32" in str(m.value) for m in at.markdown)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Most damaging op"].startswith("#")
-    assert any("rebuilds a variant" in i.value for i in at.info)  # no fix for a foreign file
+    # Their file read back as a recipe and rebuilt from fp32: the same tensors and outputs.
+    assert any("gives the same" in s.value for s in at.success), [s.value for s in at.success]
+
+    at.multiselect(key="layers_keep_ops").set_value(["SOFTMAX"]).run()
+    at.button(key="layers_fix").click().run()
+
+    assert not at.exception and not at.error
+    fixed = at.session_state["layers_fixed"]
+    assert [row["variant"] for row in fixed.rows][1] == "with ops in float"
+    assert fixed.rows[0]["variant"].endswith("theirs.tflite")
+    assert fixed.path.is_file() and 0 <= fixed.rows[1]["same top-1 as reference"] <= 1
 
 
 def test_layers_page_finds_flips_in_a_labelled_zip(runners: RunnerPool) -> None:

@@ -24,10 +24,11 @@ from inference.analysis.layer_report import (
     answer_changes,
     compare_layers,
 )
+from inference.analysis.rebuild import RebuildCheck, check_rebuild, rebuild_scheme
 from inference.analysis.search import SearchResult, SearchStep, search
 from inference.core.errors import InputError
 from inference.core.specs import AnyVariant
-from inference.engine.convert import conversion_record, ensure_variants
+from inference.engine.convert import conversion_record, ensure_recipe, ensure_variants
 from inference.engine.runners import LiteRTRunner, Runner
 from inference.formats.calibration import calibration_images
 from inference.formats.recipes import Recipe, parse_recipe, variant_recipe
@@ -238,13 +239,66 @@ def uploaded_candidate(spec: ModelSpec, name: str, data: bytes) -> ModelSpec:
     return uploads[digest]
 
 
+@dataclass(frozen=True)
+class Rebuilt:
+    """A file made elsewhere, read back as a recipe and rebuilt from this model's float file."""
+
+    recipe: Recipe
+    path: Path
+    check: RebuildCheck
+
+
+def rebuilt_upload(spec: ModelSpec, own: ModelSpec, batches: Batches) -> Rebuilt:
+    """``own``'s scheme as a recipe, its rebuild, and how the rebuild compares (kept per file)."""
+    assert own.path is not None
+
+    def rebuild() -> Rebuilt:
+        with st.spinner(f"Reading {own.title}'s quantization and rebuilding it from fp32…"):
+            scheme, path = rebuild_scheme(spec, own.path)
+            check = check_rebuild(own.path, path, list(batches.inputs[:4]), scheme)
+        return Rebuilt(scheme.recipe, path, check)
+
+    return _kept("layers_rebuilt", f"{own.fingerprint}|{model_key(spec)}", rebuild)
+
+
 def candidate_recipe(
-    spec: ModelSpec, candidate: AnyVariant, own: ModelSpec | None
+    spec: ModelSpec, candidate: AnyVariant, rebuilt: Rebuilt | None
 ) -> Recipe | None:
     """The recipe that makes the page's candidate from the float file, where there is one."""
-    if own is not None or not candidate.is_quantized:
-        return None
-    return variant_recipe(candidate)
+    if rebuilt is not None:
+        return rebuilt.recipe if rebuilt.check.same else None
+    return variant_recipe(candidate) if candidate.is_quantized else None
+
+
+def build_fixed_file(
+    spec: ModelSpec,
+    reference: AnyVariant,
+    own: ModelSpec,
+    rebuilt: Rebuilt,
+    batches: Batches,
+    selection: FloatSelection,
+    report: LayerReport,
+) -> Fixed:
+    """The uploaded file's scheme, rebuilt with the selection in float; measured against it."""
+    recipe = selection.apply(rebuilt.recipe, report)
+    with st.status(f"Rebuilding {own.title} with {recipe.name}…", expanded=True) as box:
+        bar = st.progress(0.0)
+        path = ensure_recipe(
+            spec, recipe, progress=lambda text, done: bar.progress(done, text=text)
+        )
+        box.update(label=f"Built {recipe.name}", state="complete", expanded=False)
+    ref_runner = RUNNERS.get(spec, reference)
+    plain = RUNNERS.get(own, own.variants[0])
+    made = recipe_variant_spec(spec, path, recipe.name)
+    batch = batches.inputs[0]
+    with LiteRTRunner(made, made.variants[0], path) as fixed:
+        rows = [
+            _measure(own.title, plain, answer_changes(ref_runner, plain, batches.inputs), batch),
+            _measure(
+                "with ops in float", fixed, answer_changes(ref_runner, fixed, batches.inputs), batch
+            ),
+        ]
+    return Fixed(spec.name, path, recipe.rules, rows)
 
 
 def shown_changes(reference: Runner, candidate: Runner, batches: Batches) -> list[AnswerChange]:
