@@ -7,6 +7,7 @@ tensor by tensor and output by output has read their scheme, not ours.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from inference.analysis.rebuild import OUTPUT_TOLERANCE, check_rebuild, rebuild_
 from inference.engine.convert import ensure_recipe, float_path
 from inference.formats.recipes import builtin_recipe, tensor_regex
 from inference.registry.user_models import custom_spec
-from tests.conftest import RunnerPool
+from tests.conftest import RunnerPool, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +100,21 @@ def test_the_check_names_the_tensors_a_rebuild_gets_wrong(
     assert check.differing and check.max_output_difference > OUTPUT_TOLERANCE
     reported = check.as_dict()
     assert reported["differing"] == list(check.differing) and reported["same"] is False
+
+
+def test_the_layers_command_fixes_a_file_made_elsewhere(
+    fashion_float: Path, tmp_path: Path, runners: RunnerPool
+) -> None:
+    theirs = _made_elsewhere(fashion_float, Variant.INT8, tmp_path / "theirs.tflite")
+    image = tmp_path / "bag.png"
+    sample = next((FASHION.labelled_sample / "bag").glob("*.png"))
+    image.write_bytes(sample.read_bytes())
+
+    fixed = run_cli("layers", str(image), "--reference", str(fashion_float), "--candidate",
+                    str(theirs), "--keep-float-op", "FULLY_CONNECTED", "--json")  # fmt: skip
+
+    assert fixed.returncode == 0, fixed.stderr
+    assert "read back as a recipe gives the same" in fixed.stderr
+    rows = json.loads(fixed.stdout)
+    dense = [r for r in rows if r["op"] == "FULLY_CONNECTED"]
+    assert dense and all(r["clipped"] is None for r in dense)  # kept in float: no int range

@@ -11,11 +11,18 @@ ops, or with ``--json`` every op's row (``own_snr_db``, ``damage_rank``, ...).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from inference.analysis.layer_report import TensorError, compare_layers, short_name
+from inference.analysis.layer_report import (
+    FloatSelection,
+    TensorError,
+    compare_layers,
+    short_name,
+)
+from inference.analysis.rebuild import OUTPUT_TOLERANCE, check_rebuild, rebuild_scheme
 from inference.cli.common import (
     Subcommands,
     add_command,
@@ -29,8 +36,8 @@ from inference.cli.common import (
     render,
     resolve_model,
 )
-from inference.core.errors import UsageError
-from inference.core.specs import Variant
+from inference.core.errors import InputError, UsageError
+from inference.core.specs import ModelSpec, Variant
 from inference.engine.convert import ensure_recipe, ensure_variants
 from inference.formats.images import decode_image, preprocess
 from inference.formats.recipes import variant_recipe
@@ -90,16 +97,40 @@ def _damage(record: TensorError) -> str:
     return "; ".join([*parts, f"in the model {record.snr_db:.1f} dB"])
 
 
+def _rebuilt(
+    spec: ModelSpec, candidate: Path, selection: FloatSelection, images: list[str]
+) -> Path:
+    """``candidate`` (made elsewhere) rebuilt from the reference, the selection in float.
+
+    Its quantization is read back as a recipe and checked first (stderr): the same
+    tensors and outputs as the file, or which tensors differ.
+    """
+    scheme, plain = rebuild_scheme(spec, candidate)
+    pre = spec.preprocessing
+    inputs = [preprocess(decode_image(Path(p), color_mode=pre.color_mode), pre) for p in images]
+    check = check_rebuild(candidate, plain, inputs[:4], scheme)
+    if not check.same:
+        differ = ", ".join(short_name(t) for t in (*check.missing, *check.differing)[:5])
+        raise InputError(
+            f"{candidate.name}: its quantization cannot be rebuilt exactly as a recipe "
+            f"(outputs differ by up to {check.max_output_difference:.3g}; at {differ})"
+        )
+    print(f"rebuild: {candidate.name} read back as a recipe gives the same {check.tensors} "
+          f"tensors and outputs within {OUTPUT_TOLERANCE:g}", file=sys.stderr)  # fmt: skip
+    report = compare_layers(spec.path, plain, inputs) if selection.worst else None
+    return ensure_recipe(spec, selection.apply(scheme.recipe, report), progress=progress)
+
+
 def _inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray]]:
     """The reference and candidate files, and the images preprocessed for them."""
     if (args.reference is None) != (args.candidate is None):
         raise UsageError("give both --reference and --candidate, or --model and --variant")
     selection = float_selection(args)
     if args.reference is not None:
-        if selection:
-            raise UsageError("--keep-float needs --model and --variant (the app rebuilds the file)")
         spec = custom_spec(args.reference, normalize=args.normalize)
         reference, candidate = args.reference, args.candidate
+        if selection:
+            candidate = _rebuilt(spec, candidate, selection, args.images)
     else:
         spec = resolve_model(args)
         _, (variant,) = resolve(spec, args.variant, single=True, among=lambda v: v.is_tflite)
