@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from inference import DEFAULT_MODEL, Variant
-from inference.analysis.benchmark import run_benchmarks
-from inference.analysis.evaluate import evaluate, labelled_set
 from inference.core.machine import SIMD_MEANING, default_threads, int8_outlook, machine, simd
 from inference.core.specs import SLOW_VARIANTS
-from ui import charts
-from ui.resources import get_runners, show_error
-from ui.widgets import model_picker, models_picker, variant_names_picker, variants_of
+from ui import charts, tables
+from ui.benchmark import evaluate_on, measure
+from ui.resources import show_error
+from ui.widgets import model_picker, models_picker, variant_names_picker
 
 st.title("Benchmark")
 st.caption(
@@ -45,26 +43,13 @@ with right:
     )
 
 if st.button("Run benchmark", key="bench_run", type="primary", disabled=not specs):
-    jobs = [(spec, v) for spec in specs for v in variants_of(spec, variant_names)]
-    bar = st.progress(0.0, text="starting")
-    measured = run_benchmarks(
-        jobs,
-        runs=runs,
-        threads=int(threads),
-        on_job=lambda spec, variant, done: bar.progress(
-            done, text=f"{spec.title} · {variant.value}"
-        ),
-        on_error=lambda spec, variant, exc: show_error(exc, f"{spec.title} · {variant.value}"),
-        convert_progress=lambda text, done: bar.progress(done, text=f"converting: {text}"),
+    st.session_state["bench_results"] = measure(
+        specs, variant_names, runs=runs, threads=int(threads)
     )
-    for _, runner in measured:
-        runner.close()
-    bar.progress(1.0, text="done")
-    st.session_state["bench_results"] = [result for result, _ in measured]
 
 results = st.session_state.get("bench_results", [])
 if results:
-    table = pd.DataFrame([r.as_row() for r in results])
+    table = tables.benchmark_table(results)
     st.dataframe(table, hide_index=True, width="stretch", key="bench_table")
     st.download_button(
         "Download CSV",
@@ -73,23 +58,15 @@ if results:
         mime="text/csv",
         key="bench_csv",
     )
-    samples = pd.DataFrame(
-        [
-            {"config": f"{r.model} · {r.variant.value}", "variant": r.variant.value, "ms": ms}
-            for r in results
-            for ms in r.samples_ms
-        ]
-    )
     chart_left, chart_right = st.columns([3, 2])
     with chart_left:
         st.markdown("**Latency per variant** (box: quartiles, whiskers: min-max)")
-        st.altair_chart(charts.latency_spread_chart(samples), width="stretch")
+        st.altair_chart(
+            charts.latency_spread_chart(tables.benchmark_samples(results)), width="stretch"
+        )
     with chart_right:
         st.markdown("**Size per variant**")
-        sizes = pd.DataFrame(
-            [{"variant": r.variant.value, "MB": r.size_bytes / 1e6} for r in results]
-        ).drop_duplicates("variant")
-        st.altair_chart(charts.size_chart(sizes), width="stretch")
+        st.altair_chart(charts.size_chart(tables.variant_sizes(results)), width="stretch")
 
 st.divider()
 st.subheader("Accuracy on a labelled set")
@@ -102,16 +79,7 @@ eval_spec = model_picker("bench_eval_model", default="fashion_mnist_cnn")
 archive = st.file_uploader("Labelled zip", type=["zip"], key="bench_zip")
 if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
     try:
-        dataset = labelled_set(
-            eval_spec, archive.getvalue() if archive else None, archive.name if archive else ""
-        )
-        chosen = variants_of(eval_spec, variant_names)
-        runners = get_runners(eval_spec, chosen)
-        bar = st.progress(0.0, text="evaluating")
-        report = evaluate(
-            eval_spec, runners, dataset, progress=lambda t, f: bar.progress(min(f, 1.0), text=t)
-        )
-        st.session_state["bench_evaluation"] = report
+        st.session_state["bench_evaluation"] = evaluate_on(eval_spec, archive, variant_names)
     except Exception as exc:
         show_error(exc, f"evaluating {eval_spec.title}")
 
@@ -119,29 +87,17 @@ report = st.session_state.get("bench_evaluation")
 if report is not None:
     for problem in report.problems:
         st.warning(problem, icon=":material/warning:")
-    summary = pd.DataFrame([s.as_row() for s in report.scores])
-    summary["agreement"] = pd.to_numeric(summary["agreement"])  # the reference row: blank
     st.markdown(f"**{report.model}** on {report.images} images, {len(report.classes)} classes")
-    st.dataframe(summary, hide_index=True, width="stretch", key="bench_eval_table")
-    latency = {(r.model, r.variant): r.latency.median for r in results}
-    points = pd.DataFrame(
-        [
-            {
-                "config": f"{report.model} · {s.variant.value}",
-                "variant": s.variant.value,
-                "median ms": latency.get((report.model, s.variant), s.median_ms),
-                "accuracy": s.accuracy,
-            }
-            for s in report.scores
-        ]
+    st.dataframe(
+        tables.evaluation_table(report), hide_index=True, width="stretch", key="bench_eval_table"
     )
     st.markdown("**Latency vs accuracy** (up and left is better)")
-    st.altair_chart(charts.pareto_chart(points), width="stretch")
-    scored = {s.variant.value: s.variant for s in report.scores}
+    st.altair_chart(charts.pareto_chart(tables.pareto_points(report, results)), width="stretch")
+    scored = tables.scored_variants(report)
     variant = st.selectbox("Confusion matrix of", list(scored), key="bench_confusion_variant")
     st.altair_chart(
-        charts.confusion_chart(pd.DataFrame(report.confusion_rows(scored[variant]))),
+        charts.confusion_chart(tables.confusion_table(report, scored[variant])),
         width="content",
     )
     with st.expander("Per-class accuracy"):
-        st.dataframe(pd.DataFrame(report.per_class_rows()), hide_index=True, width="stretch")
+        st.dataframe(tables.per_class_table(report), hide_index=True, width="stretch")

@@ -6,11 +6,10 @@ import streamlit as st
 
 from inference import Variant, prepare_image
 from inference.core.specs import SLOW_VARIANTS
-from inference.engine.convert import is_converted
 from inference.registry.background_conversions import CONVERSIONS
 from ui import charts, tables
 from ui.browser import browser_panel
-from ui.resources import get_runners, pending_conversion, predict_images, show_error
+from ui.resources import get_runners, pending_conversion, predict_images, show_error, unconverted
 from ui.widgets import image_inputs, model_picker, variants_picker
 
 st.title("Classify")
@@ -54,7 +53,7 @@ remeasure = st.button(
 
 # Variants whose file is missing convert in the background; the rest answer now, and
 # each pending one appears as soon as its file is ready.
-pending = [v for v in variants if v.is_tflite and not is_converted(spec, v)]
+pending = unconverted(spec, variants)
 if pending:
     job = CONVERSIONS.start(spec, pending)
     if job.error is not None:
@@ -82,8 +81,7 @@ for shown in predict_images(images, spec, runners, remeasure=remeasure):
     st.divider()
     image, picture, results = shown.image, shown.picture, shown.results
     summary.extend(results.values())
-    reference = results[tables.reference_variant(list(results))]
-    best = reference.top_k[0]
+    best = tables.reference_top(results)
     st.subheader(f"{image.name}: {best.label} ({best.score:.1%})")
 
     left, right = st.columns([1, 2], gap="large")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from inference import DEFAULT_MODEL
 from ui import charts, tables
-from ui.resources import get_runners, predict_images, repeat_timings
-from ui.widgets import image_inputs, models_picker, variant_names_picker, variants_of
+from ui.compare import compare
+from ui.widgets import image_inputs, models_picker, variant_names_picker
 
 COLUMNS_PER_ROW = 4
 
@@ -31,38 +30,11 @@ if not images:
     st.stop()
 top_k = st.slider("Classes per chart", 1, 10, 3, key="compare_top_k")
 
-cells: list[dict[str, object]] = []
-latencies: list[dict[str, object]] = []
-charts_by_image: dict[str, list[tuple[str, pd.DataFrame]]] = {}
-for spec in specs:
-    chosen = variants_of(spec, variant_names)
-    runners = get_runners(spec, chosen)
-    for shown in predict_images(images, spec, runners):
-        image = shown.image
-        for variant, prediction in shown.results.items():
-            config = f"{spec.name} · {variant.value}"
-            top = prediction.top_k[0]
-            cells.append(
-                {
-                    "image": image.name,
-                    "model": spec.name,
-                    "variant": variant.value,
-                    "config": config,
-                    "top-1": top.label,
-                    "score": round(top.score, 4),
-                    "inference ms": round(prediction.timing.inference, 2),
-                    "cell": f"{top.label}, {prediction.timing.inference:.1f} ms",
-                }
-            )
-            single = tables.top_k_rows({variant: prediction}, top_k)
-            charts_by_image.setdefault(image.name, []).append((config, single))
-            for ms in repeat_timings(shown, spec, variant, runners[variant], runs):
-                latencies.append({"config": config, "variant": variant.value, "ms": ms})
-
-if not cells:
+comparison = compare(specs, variant_names, images, runs=runs, top_k=top_k)
+if comparison.answers.empty:
     st.stop()
 
-for image_name, panels in charts_by_image.items():
+for image_name, panels in comparison.panels.items():
     st.subheader(image_name)
     for start in range(0, len(panels), COLUMNS_PER_ROW):
         columns = st.columns(min(COLUMNS_PER_ROW, len(panels)))
@@ -74,20 +46,17 @@ for image_name, panels in charts_by_image.items():
                 st.altair_chart(charts.top_k_chart(rows), width="stretch")
 
 st.subheader("Top-1 and inference time")
-frame = pd.DataFrame(cells)
-grid = frame.pivot(index="image", columns="config", values="cell")
-grid = grid.loc[list(dict.fromkeys(frame["image"])), list(dict.fromkeys(frame["config"]))]
-st.dataframe(grid, width="stretch", key="compare_grid")
+st.dataframe(tables.answer_grid(comparison.answers), width="stretch", key="compare_grid")
 st.download_button(
     "Download CSV",
-    frame.drop(columns=["cell"]).to_csv(index=False).encode(),
+    tables.answers_csv(comparison.answers),
     file_name="comparison.csv",
     mime="text/csv",
     key="compare_csv",
 )
 
 st.subheader(f"Inference time over {runs} runs per image")
-st.altair_chart(charts.latency_spread_chart(pd.DataFrame(latencies)), width="stretch")
+st.altair_chart(charts.latency_spread_chart(comparison.latencies), width="stretch")
 st.caption(
     "Box: quartiles; whiskers: min and max; number: median. Times are measured in this "
     "server process, one image at a time, with LiteRT using every core."

@@ -2,42 +2,40 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pandas as pd
 import streamlit as st
 
-from inference import Variant, is_available
+from inference import Variant
 from inference.core.specs import NORMALIZE_HELP
-from inference.engine.convert import (
-    QUOTA_ENV,
-    cache_quota,
-    cache_usage,
-    conversion_record,
-    ensure_variants,
-    is_converted,
-    variant_path,
+from inference.engine.convert import cache_quota, cache_usage
+from inference.registry.user_models import CUSTOM_SUFFIXES
+from ui.models import (
+    AUTO,
+    added_note,
+    build_session_variant,
+    cache_note,
+    check_upload,
+    convertible_variants,
+    keepable_ops,
+    made_note,
+    make_recipe,
+    recipe_bases,
+    saved_recipe,
+    variant_files,
+    zoo_table,
 )
-from inference.formats.recipes import parse_recipe, variant_recipe
-from inference.formats.tflite_file import op_types
-from inference.registry.user_models import CUSTOM_SUFFIXES, store_upload
 from ui.resources import (
     available_specs,
     ensure_converted,
     keep_session_variant,
-    session_dir,
-    session_variant,
     show_error,
+    unconverted,
     visitor,
 )
 from ui.widgets import memory_readout, model_label
 
 MODEL_TYPES = [suffix.lstrip(".") for suffix in CUSTOM_SUFFIXES]
-COMMON_OPS = ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "SOFTMAX"]
-"""Offered before the float file exists to read the model's own op types from."""
 OUTPUT_CHOICES = {
-    "auto": "read from the model (a final softmax means probabilities)",
+    AUTO: "read from the model (a final softmax means probabilities)",
     "probabilities": "probabilities (the model ends in a softmax)",
     "logits": "logits (the app applies a softmax)",
 }
@@ -46,43 +44,8 @@ st.title("Models")
 memory_readout()
 
 specs = available_specs()
-rows = []
-for spec in specs.values():
-    row: dict[str, object] = {
-        "model": spec.name,
-        "title": spec.title,
-        "source": spec.source.value,
-        "input": "×".join(map(str, spec.input_size)),
-        "classes": spec.num_classes,
-        "offline": is_available(spec),
-    }
-    for variant in Variant:
-        if variant not in spec.variants:
-            row[variant.value] = "—"
-        elif variant is Variant.ORIGINAL:
-            row[variant.value] = "Keras"
-        elif spec.is_tflite_file and variant is spec.variants[0]:
-            row[variant.value] = "your file"
-        elif is_converted(spec, variant):
-            row[variant.value] = f"{variant_path(spec, variant).stat().st_size / 1e6:.1f} MB"
-        else:
-            row[variant.value] = "not converted"
-    row["recipe variants"] = ", ".join(v.value for v in spec.recipe_variants) or "—"
-    rows.append(row)
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="models_table")
-used, evictable = cache_usage()
-quota = cache_quota()
-st.caption(
-    "Offline: usable without a network now. Download models fetch ImageNet weights from "
-    f"the internet on first use. Converted files are cached on disk for every session: "
-    f"{used / 1e6:,.0f} MB now"
-    + (
-        f" of a {quota / 1e6:,.0f} MB quota; {evictable} file(s) of uploaded models and custom "
-        "recipes may be evicted, least recently used first (the zoo's built-in variants never)."
-        if quota
-        else f" (no quota: set {QUOTA_ENV} to bound it)."
-    )
-)
+st.dataframe(zoo_table(specs.values()), hide_index=True, width="stretch", key="models_table")
+st.caption(cache_note(*cache_usage(), cache_quota()))
 
 st.subheader("Convert and download")
 names = list(specs)
@@ -93,9 +56,8 @@ name = st.selectbox(
     key="models_model",
 )
 spec = specs[name]
-own_file = spec.variants[0] if spec.is_tflite_file else None
-convertible = [v for v in spec.variants if v.is_tflite and v is not own_file]
-missing = [v for v in convertible if not is_converted(spec, v)]
+convertible = convertible_variants(spec)
+missing = unconverted(spec, convertible)
 if missing:
     if st.button(
         f"Convert {', '.join(v.value for v in missing)}",
@@ -114,7 +76,7 @@ elif convertible:
         icon=":material/check_circle:",
     )
 
-downloads = [v for v in convertible if is_converted(spec, v)]
+downloads = variant_files(spec, convertible)
 if downloads:
     st.caption(
         "Each variant's file, and the ai-edge-quantizer recipe that made it from the fp32 file "
@@ -122,24 +84,21 @@ if downloads:
         "file carries its labels and input scaling as TFLite metadata, which MediaPipe's "
         "ImageClassifier and this app read back."
     )
-for variant in downloads:
-    path = variant_path(spec, variant)
-    record = conversion_record(path)
+for file in downloads:
+    variant = file.variant
     name_cell, file_cell, recipe_cell = st.columns([2, 2, 2])
-    seconds = record.get("seconds")
-    made = f" · made in {seconds:.1f} s" if isinstance(seconds, int | float) else ""
-    name_cell.markdown(f"**{variant.value}** · {path.stat().st_size / 1e6:.2f} MB{made}")
+    name_cell.markdown(file.summary)
     file_cell.download_button(
         f"{variant.value}.tflite",
-        path.read_bytes,  # deferred: read when clicked, not on every rerun
+        file.path.read_bytes,  # deferred: read when clicked, not on every rerun
         file_name=f"{spec.name}-{variant.value}.tflite",
         mime="application/octet-stream",
         key=f"models_download_{variant.value}",
     )
-    if "recipe" in record:
+    if file.recipe is not None:
         recipe_cell.download_button(
             f"{variant.value} recipe .json",
-            json.dumps(record["recipe"], indent=2) + "\n",
+            file.recipe,
             file_name=f"{spec.name}-{variant.value}.recipe.json",
             mime="application/json",
             key=f"models_recipe_{variant.value}",
@@ -162,15 +121,9 @@ st.caption(
 if Variant.FP32 not in spec.variants:
     st.info(f"{spec.title} is already quantized; it runs only as itself.")
 else:
-    float_ready = is_converted(spec, Variant.FP32)
     with st.form("models_recipe_form"):
-        bases = [v.value for v in spec.variants if v.is_quantized]
-        base = st.selectbox(
-            "Start from",
-            bases,
-            index=bases.index(Variant.INT8.value) if Variant.INT8.value in bases else 0,
-            key="models_recipe_base",
-        )
+        bases, first = recipe_bases(spec)
+        base = st.selectbox("Start from", bases, index=first, key="models_recipe_base")
         recipe_file = st.file_uploader(
             "…or upload a recipe (.json)",
             type=["json"],
@@ -179,7 +132,7 @@ else:
         )
         keep_ops = st.multiselect(
             "Keep these op types in float",
-            op_types(variant_path(spec, Variant.FP32)) if float_ready else COMMON_OPS,
+            keepable_ops(spec),
             key="models_keep_ops",
         )
         keep_tensors = st.text_area(
@@ -190,20 +143,8 @@ else:
         build = st.form_submit_button("Build the variant", key="models_recipe_build")
     if build:
         try:
-            recipe = (
-                parse_recipe(recipe_file.getvalue(), name=Path(recipe_file.name).stem)
-                if recipe_file is not None
-                else variant_recipe(spec.variant(base))
-            )
-            regexes = tuple(line.strip() for line in keep_tensors.splitlines() if line.strip())
-            recipe = recipe.keeping_float(regexes, tuple(keep_ops))
-            offering, variant = session_variant(spec, recipe)
-            with st.status(f"Quantizing {spec.title} as {variant.value}…") as box:
-                bar = st.progress(0.0)
-                path = ensure_variants(
-                    offering, [variant], progress=lambda text, done: bar.progress(done, text=text)
-                )[variant]
-                box.update(label=f"Built {path.name}", state="complete")
+            recipe = make_recipe(spec, base, recipe_file, keep_ops, keep_tensors)
+            variant, path = build_session_variant(spec, recipe)
         except Exception as exc:
             show_error(exc, f"quantizing {spec.title}")
         else:
@@ -212,11 +153,7 @@ else:
             st.rerun()  # the table above and the pickers list the new variant
     if "models_made" in st.session_state:
         title, name, path = st.session_state["models_made"]
-        st.success(
-            f"{title} · {name}: {path.stat().st_size / 1e6:.2f} MB. It is listed with the "
-            f"model's variants on Classify, Compare, Layers and Benchmark for this session.",
-            icon=":material/check_circle:",
-        )
+        st.success(made_note(title, name, path), icon=":material/check_circle:")
         file_cell, recipe_cell = st.columns(2)
         file_cell.download_button(
             "variant .tflite",
@@ -227,7 +164,7 @@ else:
         )
         recipe_cell.download_button(
             "its recipe .json",
-            json.dumps(conversion_record(path).get("recipe", []), indent=2) + "\n",
+            saved_recipe(path),
             file_name=path.with_suffix(".recipe.json").name,
             mime="application/json",
             key="models_made_recipe",
@@ -245,10 +182,10 @@ with st.form("models_upload_form", clear_on_submit=False):
     labels_file = st.file_uploader("Labels file", type=["txt"], key="models_upload_labels")
     normalize = st.selectbox(
         "Input scaling the model expects",
-        ["auto", *NORMALIZE_HELP],
+        [AUTO, *NORMALIZE_HELP],
         format_func=lambda m: (
             "auto: from the .tflite's metadata, else raw (0-255)"
-            if m == "auto"
+            if m == AUTO
             else f"{m}: {NORMALIZE_HELP[m]}"
         ),
         key="models_normalize",
@@ -267,22 +204,9 @@ if submitted:
         st.stop()
     try:
         with st.spinner("Checking the model…"):
-            new = store_upload(
-                session_dir(),
-                model_file.name,
-                model_file.getvalue(),
-                labels_file.getvalue() if labels_file is not None else None,
-                normalize=None if normalize == "auto" else normalize,
-                outputs=None if outputs == "auto" else outputs,
-            )
+            new = check_upload(model_file, labels_file, normalize, outputs)
     except Exception as exc:
         show_error(exc, f"checking {model_file.name}")
     else:
         visitor().add_model(new)
-        st.success(
-            f"Added {new.title}: input {new.input_size[0]}×{new.input_size[1]}, "
-            f"{new.num_classes} classes ({new.outputs}), input scaling "
-            f"{new.preprocessing.normalize}, variants "
-            f"{', '.join(v.value for v in new.variants)}. Pick it on the Classify or Compare page.",
-            icon=":material/check_circle:",
-        )
+        st.success(added_note(new), icon=":material/check_circle:")

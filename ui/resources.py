@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import streamlit as st
 from PIL import Image
@@ -110,9 +111,14 @@ def session_dir() -> Path:
     return st.session_state["session_folder"].path
 
 
+def unconverted(spec: ModelSpec, variants: Sequence[AnyVariant]) -> list[AnyVariant]:
+    """The TFLite variants among ``variants`` whose file is not cached yet, in their order."""
+    return [v for v in variants if v.is_tflite and not is_converted(spec, v)]
+
+
 def ensure_converted(spec: ModelSpec, variants: Sequence[AnyVariant]) -> None:
     """Convert the variants that are not cached yet, showing progress while it runs."""
-    missing = [v for v in variants if v.is_tflite and not is_converted(spec, v)]
+    missing = unconverted(spec, variants)
     if not missing:
         return
     names = ", ".join(v.value for v in missing)
@@ -160,6 +166,14 @@ def get_runners(spec: ModelSpec, variants: Sequence[AnyVariant]) -> dict[AnyVari
         except Exception as exc:
             show_error(exc, f"{spec.title} ({variant.value})")
     return runners
+
+
+class Upload(Protocol):
+    """A file the person uploaded, as the pages get it (Streamlit's ``UploadedFile``)."""
+
+    name: str
+
+    def getvalue(self) -> bytes: ...
 
 
 @dataclass(frozen=True)

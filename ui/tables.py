@@ -1,18 +1,48 @@
-"""Tidy DataFrames built from predictions, for the charts and tables of the pages."""
+"""Tidy DataFrames built from predictions, benchmarks and evaluations, for the pages."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from inference import Prediction, Variant
+from inference import Category, Prediction, Variant
+
+if TYPE_CHECKING:
+    from inference.analysis.benchmark import BenchResult
+    from inference.analysis.evaluate import Evaluation
+    from inference.core.specs import AnyVariant
+
+ANSWER_COLUMNS = [
+    "image",
+    "model",
+    "variant",
+    "config",
+    "top-1",
+    "score",
+    "inference ms",
+    "cell",
+]
+"""The Compare page's answers: one row per image, model and variant."""
+LATENCY_COLUMNS = ["config", "variant", "ms"]
+"""One timed run per row, for :func:`ui.charts.latency_spread_chart`."""
+
+
+def config_name(model: str, variant: AnyVariant) -> str:
+    """How one model variant is named in charts and tables: ``efficientnet_lite0 · int8``."""
+    return f"{model} · {variant.value}"
 
 
 def reference_variant(variants: Sequence[Variant]) -> Variant:
     """The variant others are compared with: the original if present, else the first."""
     return Variant.ORIGINAL if Variant.ORIGINAL in variants else variants[0]
+
+
+def reference_top(predictions: Mapping[AnyVariant, Prediction]) -> Category:
+    """The reference variant's best class: what a page headlines an image with."""
+    return predictions[reference_variant(list(predictions))].top_k[0]
 
 
 def top_k_rows(predictions: Mapping[Variant, Prediction], k: int) -> pd.DataFrame:
@@ -90,3 +120,112 @@ def results_table(predictions: Sequence[Prediction]) -> pd.DataFrame:
         ],
         columns=["image", "model", "variant", "top-1", "score", "inference ms", "total ms"],
     )
+
+
+def answer_rows(
+    image: str, model: str, predictions: Mapping[AnyVariant, Prediction]
+) -> list[dict[str, object]]:
+    """One image's answers from one model, a row per variant (:data:`ANSWER_COLUMNS`).
+
+    ``image`` is the name the page shows; a stored result may carry the name the same
+    content had when it was first classified.
+    """
+    rows: list[dict[str, object]] = []
+    for variant, prediction in predictions.items():
+        top = prediction.top_k[0]
+        rows.append(
+            {
+                "image": image,
+                "model": model,
+                "variant": variant.value,
+                "config": config_name(model, variant),
+                "top-1": top.label,
+                "score": round(top.score, 4),
+                "inference ms": round(prediction.timing.inference, 2),
+                "cell": f"{top.label}, {prediction.timing.inference:.1f} ms",
+            }
+        )
+    return rows
+
+
+def answer_grid(answers: pd.DataFrame) -> pd.DataFrame:
+    """Rows: images; columns: configs; cells: top-1 and time, both in the order first seen."""
+    grid = answers.pivot(index="image", columns="config", values="cell")
+    return grid.loc[list(dict.fromkeys(answers["image"])), list(dict.fromkeys(answers["config"]))]
+
+
+def answers_csv(answers: pd.DataFrame) -> bytes:
+    """The answers as CSV, without the grid's display cell."""
+    return answers.drop(columns=["cell"]).to_csv(index=False).encode()
+
+
+def latency_rows(
+    config: str, variant: AnyVariant, samples_ms: Iterable[float]
+) -> list[dict[str, object]]:
+    """One row per timed run (:data:`LATENCY_COLUMNS`)."""
+    return [{"config": config, "variant": variant.value, "ms": ms} for ms in samples_ms]
+
+
+def benchmark_table(results: Sequence[BenchResult]) -> pd.DataFrame:
+    """One row per benchmarked model variant: the table and its CSV."""
+    return pd.DataFrame([r.as_row() for r in results])
+
+
+def benchmark_samples(results: Sequence[BenchResult]) -> pd.DataFrame:
+    """Every timed run of every result (:data:`LATENCY_COLUMNS`), for the latency spread."""
+    return pd.DataFrame(
+        [
+            row
+            for r in results
+            for row in latency_rows(config_name(r.model, r.variant), r.variant, r.samples_ms)
+        ]
+    )
+
+
+def variant_sizes(results: Sequence[BenchResult]) -> pd.DataFrame:
+    """File size per variant, in MB; a variant measured for several models keeps the first."""
+    return pd.DataFrame(
+        [{"variant": r.variant.value, "MB": r.size_bytes / 1e6} for r in results]
+    ).drop_duplicates("variant")
+
+
+def evaluation_table(report: Evaluation) -> pd.DataFrame:
+    """Accuracy, top-5, agreement and median latency per variant."""
+    summary = pd.DataFrame([s.as_row() for s in report.scores])
+    summary["agreement"] = pd.to_numeric(summary["agreement"])  # the reference row: blank
+    return summary
+
+
+def pareto_points(report: Evaluation, results: Sequence[BenchResult]) -> pd.DataFrame:
+    """Latency against accuracy per evaluated variant.
+
+    The latency is the benchmark's median when the same model and variant was
+    benchmarked (timed runs on one photo), else the evaluation's own median.
+    """
+    latency = {(r.model, r.variant): r.latency.median for r in results}
+    return pd.DataFrame(
+        [
+            {
+                "config": config_name(report.model, s.variant),
+                "variant": s.variant.value,
+                "median ms": latency.get((report.model, s.variant), s.median_ms),
+                "accuracy": s.accuracy,
+            }
+            for s in report.scores
+        ]
+    )
+
+
+def scored_variants(report: Evaluation) -> dict[str, AnyVariant]:
+    """The evaluated variants by name, in the report's order."""
+    return {s.variant.value: s.variant for s in report.scores}
+
+
+def confusion_table(report: Evaluation, variant: AnyVariant) -> pd.DataFrame:
+    """Long-form confusion matrix of one variant: true, predicted, count."""
+    return pd.DataFrame(report.confusion_rows(variant))
+
+
+def per_class_table(report: Evaluation) -> pd.DataFrame:
+    """Accuracy per true class (rows) and variant (columns)."""
+    return pd.DataFrame(report.per_class_rows())
