@@ -212,20 +212,32 @@ def test_compare_shows_two_photos_that_share_a_file_name_in_a_real_browser(
     assert errors == 0
 
 
-def test_the_layers_page_shows_where_int8_departs_in_a_real_browser(server: str, browser) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 2400})
+def test_the_layers_page_names_the_damaging_op_and_runs_the_scan_in_a_real_browser(
+    server: str, browser
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 4000})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(f"{server}/layers")  # samples chelsea and coffee are preselected
-    page.get_by_text("SNR per tensor").wait_for()
+    page.get_by_text("Where error is made, and where it is carried").wait_for()
     chart = page.locator("[data-testid=stVegaLiteChart]").first
     chart.wait_for()
-    page.get_by_text("Images whose answer flips").wait_for()
+    culprit = page.locator("[data-testid=stMetric]").first.inner_text()
     page.screenshot(path=ARTIFACTS / "04-layers.png", full_page=True)
 
-    assert chart.locator("canvas, svg").count() >= 1
-    assert page.get_by_text("Damage starts at").count() == 1
-    assert page.locator("[data-testid=stException]").count() == 0
+    page.get_by_role("button", name="Run the scan").click()
+    found = page.locator("[data-testid=stMarkdownContainer]", has_text="Most sensitive").first
+    found.wait_for(timeout=300_000)
+    scanned = found.inner_text()
+    found.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "04b-layers-scan.png")
+    errors = page.locator("[data-testid=stException]").count()
+    drawn = chart.locator("canvas, svg").count()
     page.close()
+
+    assert drawn >= 1
+    assert culprit.startswith("Most damaging op") and "#" in culprit, culprit
+    assert "with only it quantized" in scanned and "Spearman" in scanned, scanned
+    assert errors == 0
 
 
 def test_rest_api_predict_next_to_the_dashboard(server: str, chelsea: Path) -> None:

@@ -249,7 +249,12 @@ def scan_chart(rows: pd.DataFrame, n: int = 20) -> alt.Chart:
         alt.Chart(top)
         .mark_bar()
         .encode(
-            y=alt.Y("op label:N", sort=list(top["op label"]), title=None),
+            y=alt.Y(
+                "op label:N",
+                sort=list(top["op label"]),
+                title=None,
+                axis=alt.Axis(labelLimit=260),
+            ),
             x=alt.X("output_snr_db:Q", title="output SNR with only this op quantized (dB)"),
             color=alt.Color(
                 "agreement:Q",
@@ -259,6 +264,7 @@ def scan_chart(rows: pd.DataFrame, n: int = 20) -> alt.Chart:
             tooltip=[
                 "rank:Q",
                 "op label:N",
+                "tensor:N",
                 alt.Tooltip("output_snr_db:Q", format=".1f"),
                 alt.Tooltip("agreement:Q", format=".0%"),
             ],

@@ -155,7 +155,7 @@ def run_scan(
 
 def scan_rows(scan: SensitivityScan) -> pd.DataFrame:
     rows = pd.DataFrame([r.as_dict() for r in scan.records])
-    rows["op label"] = [f"#{r.index} {r.op} · {short_name(r.tensor)[-40:]}" for r in scan.records]
+    rows["op label"] = [f"#{r.index} {r.op}" for r in scan.records]
     return rows
 
 
