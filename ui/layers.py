@@ -304,8 +304,8 @@ def build_fixed_file(
 def shown_changes(reference: Runner, candidate: Runner, batches: Batches) -> list[AnswerChange]:
     """Both sides' answers on every image, kept for the same runners and images."""
     key = "|".join(
-        (model_key(reference.spec), reference.variant, model_key(candidate.spec),
-         candidate.variant, batches.digest)
+        (model_key(reference.spec), reference.variant.value, model_key(candidate.spec),
+         candidate.variant.value, batches.digest)
     )  # fmt: skip
     return _kept(
         "layers_changes", key, lambda: answer_changes(reference, candidate, batches.inputs)
