@@ -15,6 +15,14 @@ from inference.analysis.rebuild import OUTPUT_TOLERANCE
 from inference.core.specs import SLOW_VARIANTS
 from inference.engine.convert import variant_path
 from ui import charts, damage
+from ui.flips import (
+    both_top_k,
+    flip_title,
+    flipped,
+    flips_caption,
+    flips_table,
+    worst_tensors_table,
+)
 from ui.layers import (
     build_fixed_file,
     build_fixed_variant,
@@ -31,7 +39,6 @@ from ui.layers import (
 from ui.resources import ensure_converted, get_runners, show_error
 from ui.widgets import image_inputs, model_picker
 
-TOP_K = 3
 MAX_FLIPS_DETAILED = 5
 """Flipped images shown with their top-k and worst tensors (each costs one layer report)."""
 
@@ -113,8 +120,7 @@ except Exception as exc:
     show_error(exc, f"comparing {spec.title} {label} with {reference.value}")
     st.stop()
 
-rows = pd.DataFrame(report.as_rows())
-rows["shape"] = rows["shape"].map(lambda s: "×".join(map(str, s)))
+rows = damage.report_rows(report)
 culprit = report.most_damaging(1)[0]
 start = report.damage_starts(threshold)
 worst = report.worst(1)[0]
@@ -283,47 +289,20 @@ if ref_runner is not None and cand_runner is not None:
         show_error(exc, f"reading {flip_zip.name if flip_zip else 'the images'}")
         pool = batches
     changes = shown_changes(ref_runner, cand_runner, pool)
-    flipped = [(i, c) for i, c in enumerate(changes) if c.flipped]
-    largest = max(c.largest_change for c in changes)
-    st.caption(
-        f"{len(flipped)} of {len(changes)} image(s) change their top-1 between {reference.value} "
-        f"and {label}; largest probability change {largest:.3f}."
-    )
-    if flipped:
+    flips = flipped(changes)
+    st.caption(flips_caption(changes, reference.value, label))
+    if flips:
         st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "image": pool.names[i],
-                        reference.value: spec.labels[int(c.reference.argmax())],
-                        label: spec.labels[int(c.candidate.argmax())],
-                        "largest Δp": round(c.largest_change, 4),
-                    }
-                    for i, c in flipped
-                ]
-            ),
+            flips_table(flips, pool.names, spec.labels, reference.value, label),
             hide_index=True,
             width="stretch",
             key="layers_flips",
         )
-    for index, change in flipped[:MAX_FLIPS_DETAILED]:
-        name = pool.names[index]
-        ref_top = spec.labels[int(change.reference.argmax())]
-        cand_top = spec.labels[int(change.candidate.argmax())]
-        with st.expander(f"{name}: {ref_top} → {cand_top}"):
+    for index, change in flips[:MAX_FLIPS_DETAILED]:
+        with st.expander(flip_title(pool.names[index], change, spec.labels)):
             answers, tensors = st.columns(2)
-            order = change.reference.argsort()[::-1][:TOP_K].tolist()
-            order += [
-                i for i in change.candidate.argsort()[::-1][:TOP_K].tolist() if i not in order
-            ]
             answers.dataframe(
-                pd.DataFrame(
-                    {
-                        "class": [spec.labels[i] for i in order],
-                        reference.value: [float(change.reference[i]) for i in order],
-                        label: [float(change.candidate[i]) for i in order],
-                    }
-                ).round(4),
+                both_top_k(change, spec.labels, reference.value, label),
                 hide_index=True,
                 key=f"layers_flip_{index}",
             )
@@ -333,14 +312,7 @@ if ref_runner is not None and cand_runner is not None:
                 else image_worst(variant_path(spec, reference), candidate_file, pool, index)
             )
             tensors.dataframe(
-                pd.DataFrame(
-                    [
-                        {"#": r.index, "op": r.op, "tensor": short_name(r.tensor), "SNR dB": snr}
-                        for r, snr in worst_here
-                    ]
-                ).round(2),
-                hide_index=True,
-                key=f"layers_flip_tensors_{index}",
+                worst_tensors_table(worst_here), hide_index=True, key=f"layers_flip_tensors_{index}"
             )
 
 st.divider()

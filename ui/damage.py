@@ -92,10 +92,15 @@ def by_op_table(report: LayerReport) -> pd.DataFrame:
     )
 
 
-def report_csv(report: LayerReport) -> bytes:
+def report_rows(report: LayerReport) -> pd.DataFrame:
+    """Every op's row of the report, shapes written ``1×112×112×32``."""
     rows = pd.DataFrame(report.as_rows())
     rows["shape"] = rows["shape"].map(lambda s: "×".join(map(str, s)))
-    return rows.to_csv(index=False).encode()
+    return rows
+
+
+def report_csv(report: LayerReport) -> bytes:
+    return report_rows(report).to_csv(index=False).encode()
 
 
 @dataclass(frozen=True)
