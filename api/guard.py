@@ -102,6 +102,11 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return wait
 
+    def clear(self) -> None:
+        """Forget every client's bucket: each starts full again (tests start from here)."""
+        with self._lock:
+            self._buckets.clear()
+
 
 class SecretsUnreadableError(Exception):
     """A secrets file exists but cannot be read: the key is unknown, so the API stays shut."""

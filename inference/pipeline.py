@@ -23,7 +23,7 @@ from inference.engine.convert import ensure_variants, is_converted
 from inference.engine.runners import Runner, top_k
 from inference.formats.images import ImageSource, decode_image, draft_size, preprocess
 from inference.registry.catalog import Session, resolve
-from inference.registry.loading import load_runners
+from inference.registry.loading import load_runner, load_runners
 from inference.registry.runner_cache import RUNNERS
 
 __all__ = ["NotConvertedError", "Pipeline", "PipelineOptions", "classify", "classify_decoded"]
@@ -157,7 +157,7 @@ class Pipeline:
                 ensure_variants(
                     self.spec, missing, progress=options.progress, calibration=options.calibration
                 )
-            self._runners = {v: RUNNERS.get(self.spec, v) for v in self.variants}
+            self._runners = {v: self.runner(v) for v in self.variants}
         else:
             loaded = load_runners(
                 self.spec,
@@ -168,6 +168,30 @@ class Pipeline:
             )
             self._runners = dict(zip(self.variants, loaded, strict=True))
         return self._runners
+
+    def runner(self, variant: AnyVariant) -> Runner:
+        """One variant's runner, its file converted first if allowed.
+
+        For callers that load variant by variant and report each failure on its own
+        (the pages).
+
+        Raises:
+            NotConvertedError, ConversionError, ModelUnavailableError: As :meth:`runners`.
+        """
+        if variant not in self._runners:
+            if variant in self.missing and not self.options.convert:
+                raise NotConvertedError(f"{self.spec.name} {variant.value} is not converted yet")
+            if self.options.shared:
+                self._runners[variant] = RUNNERS.get(self.spec, variant)
+            else:
+                self._runners[variant] = load_runner(
+                    self.spec,
+                    variant,
+                    threads=self.options.threads,
+                    progress=self.options.progress,
+                    calibration=self.options.calibration,
+                )
+        return self._runners[variant]
 
     def __call__(self, source: ImageSource, *, name: str | None = None) -> list[Prediction]:
         """Every variant's answer for one encoded image, decoded and preprocessed once.

@@ -4,24 +4,34 @@
 no training). A test is slow when it needs a converted or trained model: the
 hook below marks every test that uses one of :data:`SLOW_FIXTURES`, and
 modules that need them throughout carry ``pytestmark = pytest.mark.slow``.
+
+The session converts into a fresh temporary folder, never the cache the app
+uses ($QUANTLENS_CACHE_DIR is ignored). For fast local reruns, name a folder
+kept for tests in $QUANTLENS_TEST_CACHE; the tests mark it as theirs and refuse
+a non-empty folder they did not make. :func:`isolated_state` resets what a test
+may leave behind in the process (shared runners, background conversions, the
+API's rate limit) and in the cache (saved variants), after every test.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from api import guard
 from inference import Runner, Variant, get_spec, load_runner
 from inference.core.paths import CACHE_ENV
-from inference.core.specs import TFLITE_VARIANTS
 from inference.engine.convert import ensure_variants
+from inference.registry.background_conversions import CONVERSIONS
+from inference.registry.runner_cache import RUNNERS
 
 CAT_CLASSES = {"tabby", "tiger_cat", "Egyptian_cat"}
 COFFEE_CLASSES = {"espresso", "cup"}
@@ -30,6 +40,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLI_TIMEOUT_S = 600
 SLOW_FIXTURES = {"runners", "colour_model"}
 """Fixtures that convert models (the session's runner pool) or train one."""
+TEST_CACHE_ENV = "QUANTLENS_TEST_CACHE"
+"""A folder kept for the tests' conversions between runs (opt-in; default: a fresh one)."""
+TEST_CACHE_MARK = ".quantlens-test-cache"
+"""Written in a $QUANTLENS_TEST_CACHE folder: the tests made it, so they may clear parts of it."""
+SAVED_VARIANTS_DIR = "variants"
+"""The saved-variants registry in the cache (``inference.registry.saved_variants``)."""
+CONVERSION_WAIT_S = 600
+"""How long a test's teardown waits for background conversions it left running."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -38,19 +56,63 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def _test_cache(folder: str) -> Path:
+    """The $QUANTLENS_TEST_CACHE folder, made or claimed for the tests.
+
+    A folder that holds files but no :data:`TEST_CACHE_MARK` is someone's own
+    cache: the tests would delete its saved variants, so they stop instead.
+    """
+    path = Path(folder).expanduser().resolve()
+    if path.is_dir() and any(path.iterdir()) and not (path / TEST_CACHE_MARK).is_file():
+        pytest.exit(
+            f"{TEST_CACHE_ENV}={path} holds files the tests did not make (the app's own "
+            f"cache?), and the tests delete its {SAVED_VARIANTS_DIR}/ after each test: name a "
+            f"new or empty folder, or create {path / TEST_CACHE_MARK} to let them",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / TEST_CACHE_MARK).touch()
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def conversion_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Converted variants for the whole session.
+    """Converted variants for the whole session, in a folder of the tests' own.
 
-    An existing $QUANTLENS_CACHE_DIR is reused (fast local reruns); CI starts
-    from an empty folder, so the suite exercises real conversions.
+    A fresh temporary folder, so CI exercises real conversions; or, for fast local
+    reruns, the folder named by $QUANTLENS_TEST_CACHE (opt-in). Never the
+    developer's $QUANTLENS_CACHE_DIR: tests clear parts of the cache.
     """
-    existing = os.environ.get(CACHE_ENV)
-    path = Path(existing) if existing else tmp_path_factory.mktemp("tflite-cache")
+    chosen = os.environ.get(TEST_CACHE_ENV)
+    path = _test_cache(chosen) if chosen else tmp_path_factory.mktemp("tflite-cache")
+    shutil.rmtree(path / SAVED_VARIANTS_DIR, ignore_errors=True)  # an interrupted run's
+    previous = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(path)
     yield path
-    if existing is None:
+    if previous is None:
         os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = previous
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(conversion_cache: Path) -> Iterator[None]:
+    """After each test: no shared runner, background conversion, rate-limit bucket or saved
+    variant is left for the next one.
+
+    The process-wide registries the app's pages and API share
+    (``inference.registry.runner_cache.RUNNERS``,
+    ``inference.registry.background_conversions.CONVERSIONS``, ``api.guard.LIMITER``)
+    are emptied, and the session cache's saved-variants registry removed. A
+    background conversion still running is waited for first, so it cannot write
+    into the next test's cache.
+    """
+    yield
+    for job in CONVERSIONS.clear():
+        job.done.wait(CONVERSION_WAIT_S)
+    RUNNERS.clear()
+    guard.LIMITER.clear()
+    shutil.rmtree(conversion_cache / SAVED_VARIANTS_DIR, ignore_errors=True)
 
 
 def _skimage_photo(name: str) -> np.ndarray:
@@ -79,19 +141,34 @@ def coffee(photo_dir: Path) -> Path:
 
 
 class RunnerPool:
-    """Loads each (model, variant) once per session; conversion runs once per model."""
+    """Loads each (model, variant) once per session, converting only the variants asked for.
+
+    :meth:`convert` makes several variants of a model in one converter run (one
+    calibration for int8 and int16x8), for a test or module that needs them all.
+    """
 
     def __init__(self) -> None:
         self._runners: dict[tuple[str, Variant], Runner] = {}
+
+    def convert(self, model: str, variants: Iterable[Variant | str]) -> dict[Variant, Path]:
+        """The cached files of ``model``'s TFLite ``variants``; the missing ones made in one run.
+
+        The Keras original needs no file and is left out.
+        """
+        wanted = [v for v in map(Variant, variants) if v.is_tflite]
+        return ensure_variants(get_spec(model), wanted) if wanted else {}
+
+    def path(self, model: str, variant: Variant | str) -> Path:
+        """The cached file of one TFLite variant (converted if needed), without loading it."""
+        return self.convert(model, [variant])[Variant(variant)]
 
     def get(self, model: str, variant: Variant | str) -> Runner:
         variant = Variant(variant)
         key = (model, variant)
         if key not in self._runners:
-            spec = get_spec(model)
             if variant.is_tflite:
-                ensure_variants(spec, TFLITE_VARIANTS)  # one converter process for all four
-            self._runners[key] = load_runner(spec, variant)
+                self.convert(model, [variant])
+            self._runners[key] = load_runner(get_spec(model), variant)
         return self._runners[key]
 
     def close(self) -> None:
@@ -104,6 +181,18 @@ def runners() -> Iterator[RunnerPool]:
     pool = RunnerPool()
     yield pool
     pool.close()
+
+
+@pytest.fixture(scope="session")
+def brought_lite0(runners: RunnerPool, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Lite0's float file as someone brings it back: a copy named ``lite0.tflite``.
+
+    One file for the session, so the variants made from it (a model of its own,
+    keyed by its content, name, labels and scaling) are made once and shared.
+    """
+    path = tmp_path_factory.mktemp("brought") / "lite0.tflite"
+    shutil.copyfile(runners.path("efficientnet_lite0", Variant.FP32), path)
+    return path
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from inference import ZOO, Variant
 from inference.engine.convert import conversion_record
 from inference.formats.recipes import builtin_recipe, parse_recipe
+from inference.registry import background_conversions as background
 from inference.registry.background_conversions import CONVERSIONS
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
 
@@ -26,9 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def converted(runners: RunnerPool) -> None:
-    """The session pool converts lite0 once; the app then finds the files in the cache."""
-    for variant in (Variant.FP32, Variant.INT8):
-        runners.get("efficientnet_lite0", variant)
+    """The session pool converts lite0's fp32 and int8 once; the app finds them in the cache."""
+    runners.convert("efficientnet_lite0", [Variant.FP32, Variant.INT8])
 
 
 def start() -> AppTest:
@@ -176,8 +178,15 @@ def _tiny_keras_model(path: Path, classes: int) -> Path:
     return path
 
 
-def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
+def test_models_page_refuses_mismatched_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _tiny_keras_model(tmp_path / "tiny.keras", classes=3)
+    # Session folders are made in root/tmp here: "../../etc/evil.keras" from one of them
+    # would land in root/etc, a folder this test owns and can look into.
+    root = tmp_path / "root"
+    (root / "tmp").mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(root / "tmp"))
     at = start()
     at.switch_page("pages/models.py").run()
 
@@ -189,14 +198,27 @@ def test_models_page_refuses_mismatched_labels(tmp_path: Path) -> None:
 
     assert not at.exception
     assert any("3 outputs" in e.value and "2 labels" in e.value for e in at.error)
-    assert "visitor" not in at.session_state or not at.session_state["visitor"].models
+    assert at.session_state["visitor"].models == {}  # the page made the session; none added
     session_dir = at.session_state["session_folder"].path
+    assert session_dir.parent == root / "tmp"
     assert not list(session_dir.iterdir())  # refused: nothing kept
-    assert not list(session_dir.parent.glob("*evil*")) and not Path("/etc/evil.keras").exists()
+    assert not (root / "etc" / "evil.keras").exists()
+    assert not [p for p in tmp_path.rglob("*evil*")]  # the file name never became a path
 
 
-def test_an_uploaded_model_is_usable_on_the_classify_page(tmp_path: Path) -> None:
+def test_an_uploaded_model_is_usable_on_the_classify_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _tiny_keras_model(tmp_path / "tiny.keras", classes=2)
+    # The background conversion waits for the test to look at the page while it is pending.
+    release = threading.Event()
+    convert = background.ensure_variants
+
+    def held(spec, variants, **options):
+        release.wait(60)
+        return convert(spec, variants, **options)
+
+    monkeypatch.setattr(background, "ensure_variants", held)
     at = start()
     at.switch_page("pages/models.py").run()
     at.file_uploader(key="models_upload_model").set_value(
@@ -215,10 +237,11 @@ def test_an_uploaded_model_is_usable_on_the_classify_page(tmp_path: Path) -> Non
     at.multiselect(key="classify_samples").set_value(["rocket.jpg"]).run()
     # int8 converts in the background; the Keras original answers meanwhile.
     assert not at.exception and not at.error
-    (job,) = CONVERSIONS.running(spec) or [CONVERSIONS.start(spec, [Variant.INT8])]
-    if not job.done.is_set():
-        assert any("Converting tiny.keras to int8" in p.proto.text for p in at.get("progress"))
-        assert list(at.dataframe[0].value["variant"]) == ["original"]
+    (job,) = CONVERSIONS.running(spec)
+    assert job.variants == (Variant.INT8,)
+    assert any("Converting tiny.keras to int8" in p.proto.text for p in at.get("progress"))
+    assert list(at.dataframe[0].value["variant"]) == ["original"]
+    release.set()
     assert job.done.wait(120) and job.error is None
     at.run()  # what the page's one-second poll does once the file is ready
     assert not at.exception and not at.error
@@ -256,9 +279,8 @@ def test_a_tflite_only_page_does_not_import_tensorflow(converted: None) -> None:
 
 
 def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
-    for variant in (Variant.FP32, Variant.INT8):
-        runners.get("efficientnet_lite0", variant)
-        runners.get("fashion_mnist_cnn", variant)
+    for model in ("efficientnet_lite0", "fashion_mnist_cnn"):
+        runners.convert(model, [Variant.FP32, Variant.INT8])
     at = start()
     at.switch_page("pages/benchmark.py").run()
     assert not at.exception
@@ -343,6 +365,12 @@ def test_layers_page_reports_and_keeps_a_layer_in_float(converted: None) -> None
     assert list(table["variant"]) == ["int8", "int8-float-softmax"]
     assert list(table["top-1"]) == ["espresso", "espresso"]
 
+    # The new variant is a candidate on the Layers page too, flips included.
+    at.switch_page("pages/layers.py").run()
+    at.selectbox(key="layers_candidate").set_value("int8-float-softmax").run()
+    assert not at.exception and not at.error
+    assert any("int8-float-softmax against fp32" in str(m.value) for m in at.markdown)
+
 
 def test_layers_page_compares_a_quantized_file_made_elsewhere(
     runners: RunnerPool, tmp_path: Path
@@ -353,7 +381,7 @@ def test_layers_page_compares_a_quantized_file_made_elsewhere(
 
     from inference.formats.recipes import builtin_recipe
 
-    source = runners.get("efficientnet_lite0", Variant.FP32).path
+    source = runners.path("efficientnet_lite0", Variant.FP32)
     qt = quantizer.Quantizer(str(source), builtin_recipe(Variant.INT8).rules)
     image = np.zeros((1, 224, 224, 3), np.float32)
     calibration = qt.calibrate({"serving_default": [{"image": image + v} for v in (-0.5, 0, 0.5)]})
@@ -387,7 +415,8 @@ def test_layers_page_finds_flips_in_a_labelled_zip(runners: RunnerPool) -> None:
     import io
     import zipfile
 
-    runners.get("fashion_mnist_cnn", Variant.W4)
+    # The page opens on int8 against fp32, then the test picks w4.
+    runners.convert("fashion_mnist_cnn", [Variant.FP32, Variant.INT8, Variant.W4])
     sample = ZOO["fashion_mnist_cnn"].labelled_sample
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -411,7 +440,7 @@ def test_layers_page_finds_flips_in_a_labelled_zip(runners: RunnerPool) -> None:
 
 
 def test_layers_page_search_on_the_bundled_sample(runners: RunnerPool) -> None:
-    runners.get("fashion_mnist_cnn", Variant.INT8)
+    runners.convert("fashion_mnist_cnn", [Variant.FP32, Variant.INT8])
     at = start()
     at.switch_page("pages/layers.py").run()
     at.selectbox(key="layers_model").set_value("fashion_mnist_cnn").run()
@@ -436,7 +465,7 @@ def test_layers_page_search_on_the_bundled_sample(runners: RunnerPool) -> None:
 def test_models_page_builds_an_uploaded_recipe_as_a_variant_of_the_model(
     runners: RunnerPool,
 ) -> None:
-    runners.get("fashion_mnist_cnn", Variant.FP32)
+    runners.convert("fashion_mnist_cnn", [Variant.FP32])
     at = start()
     at.switch_page("pages/models.py").run()
     at.selectbox(key="models_model").set_value("fashion_mnist_cnn").run()

@@ -36,7 +36,7 @@ def fashion_files(
 
     folder = tmp_path_factory.mktemp("elsewhere")
     float_file = folder / "float.tflite"
-    float_file.write_bytes(runners.get("fashion_mnist_cnn", Variant.FP32).path.read_bytes())
+    float_file.write_bytes(runners.path("fashion_mnist_cnn", Variant.FP32).read_bytes())
     broken_rule = {
         "regex": BROKEN_TENSOR,
         "operation": "*",
@@ -116,7 +116,7 @@ def test_keeping_the_flagged_layer_in_float_restores_agreement(
 def test_autoquant_keeps_to_its_budget_checked_by_evaluate(
     runners: RunnerPool, tmp_path: Path
 ) -> None:
-    runners.get("fashion_mnist_cnn", Variant.FP32)
+    runners.convert("fashion_mnist_cnn", [Variant.FP32])
     data = str(FASHION.labelled_sample)
 
     result = run_cli("autoquant", "--model", "fashion_mnist_cnn", "--data", data,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import Variant, get_spec
+from inference import Variant
 from inference.analysis.benchmark import BenchResult, LatencyStats, Target, count_macs, targets
 from inference.core.machine import int8_outlook, simd
 from tests.conftest import CAT_CLASSES, RunnerPool, run_cli
@@ -75,7 +75,7 @@ def test_mac_count_matches_the_keras_layers(runners: RunnerPool) -> None:
     """Counted from the .tflite ops, checked against the Keras layers' own shapes."""
     import keras
 
-    path = runners.get("efficientnet_lite0", Variant.FP32).path
+    path = runners.path("efficientnet_lite0", Variant.FP32)
     model = runners.get("efficientnet_lite0", Variant.ORIGINAL).model
     expected = 0
     for layer in model.layers:
@@ -97,8 +97,7 @@ def test_mac_count_matches_the_keras_layers(runners: RunnerPool) -> None:
 def test_bench_command_prints_the_table_and_the_answer_table(
     runners: RunnerPool, chelsea: Path, coffee: Path, tmp_path: Path
 ) -> None:
-    for variant in (Variant.FP32, Variant.INT8):
-        runners.get("efficientnet_lite0", variant)
+    runners.convert("efficientnet_lite0", [Variant.FP32, Variant.INT8])
     images = tmp_path / "images"
     images.mkdir()
     for photo in (chelsea, coffee):
@@ -129,7 +128,7 @@ def test_bench_command_prints_the_table_and_the_answer_table(
 
 
 def test_bench_markdown_names_the_machine(runners: RunnerPool) -> None:
-    runners.get("efficientnet_lite0", Variant.INT8)
+    runners.convert("efficientnet_lite0", [Variant.INT8])
 
     result = run_cli("bench", "--variants", "int8", "--runs", "3", "--warmup", "1")
 
@@ -149,28 +148,22 @@ def test_bench_rejects_unknown_models() -> None:
     assert "'alexnet'" in result.stderr
 
 
-def test_spec_of_fashion_model() -> None:
-    spec = get_spec("fashion_mnist_cnn")
-    assert spec.preprocessing.input_shape == (28, 28, 1)
-    assert spec.labels[0] == "T-shirt/top" and spec.num_classes == 10
-
-
 def test_run_benchmarks_measures_a_tflite_someone_brought(
     runners: RunnerPool, tmp_path: Path
 ) -> None:
     from inference import custom_spec
     from inference.analysis.benchmark import run_benchmarks
 
-    fp32 = runners.get("efficientnet_lite0", Variant.FP32)
+    fp32 = runners.path("efficientnet_lite0", Variant.FP32)
     mine = tmp_path / "mine.tflite"
-    shutil.copyfile(fp32.path, mine)
+    shutil.copyfile(fp32, mine)
     spec = custom_spec(mine, normalize="lite")
 
     measured = run_benchmarks([(spec, Variant.FP32)], runs=3, warmup=1)
 
     ((result, runner),) = measured
     assert result.model == spec.name and result.latency.runs == 3
-    assert result.macs == count_macs(fp32.path)  # counted from the file itself
+    assert result.macs == count_macs(fp32)  # counted from the file itself
     runner.close()
 
 

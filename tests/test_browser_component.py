@@ -53,8 +53,8 @@ def test_browser_files_have_batch_1_a_float_interface_and_the_same_outputs(
     runners: RunnerPool, coffee: Path
 ) -> None:
     batch = preprocess(decode_image(coffee), LITE0.preprocessing).astype(np.float32)
-    for variant in (Variant.FP32, Variant.INT8, Variant.W4):
-        original = runners.get("efficientnet_lite0", variant).path
+    files = runners.convert("efficientnet_lite0", [Variant.FP32, Variant.INT8, Variant.W4])
+    for variant, original in files.items():
         web = browser_path(LITE0, variant)
         interpreter = open_interpreter(web)
         (detail,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()

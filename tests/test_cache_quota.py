@@ -33,8 +33,7 @@ def _age(path: Path, seconds: float) -> None:
 @pytest.fixture
 def cache(runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache of its own holding only Fashion's fp32 file (copied, not converted)."""
-    runners.get("fashion_mnist_cnn", Variant.FP32)
-    made = float_path(FASHION)
+    made = runners.path("fashion_mnist_cnn", Variant.FP32)
     monkeypatch.setenv("QUANTLENS_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(QUOTA_ENV, raising=False)
     shutil.copy(made, float_path(FASHION))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from inference import Variant
+from inference.core.specs import SLOW_VARIANTS, TFLITE_VARIANTS
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -83,9 +83,13 @@ def _post_image(url: str, name: str, data: bytes, timeout: float = 300) -> tuple
 
 @pytest.fixture(scope="module")
 def server(runners: RunnerPool, conversion_cache: Path) -> Iterator[str]:
-    """``streamlit run streamlit_app.py`` on a free port, with the session's converted files."""
-    for variant in Variant:  # the classify page offers all five; convert them once, here
-        runners.get("efficientnet_lite0", variant)
+    """``streamlit run streamlit_app.py`` on a free port, with the session's converted files.
+
+    Lite0's variants are converted here, once, as the tests use them: Classify runs its
+    defaults (every variant but the slow int16x8; the browser test runs their TFLite files),
+    Compare and Layers fp32 and int8, the API fp32 and int8 (and the Keras original).
+    """
+    runners.convert("efficientnet_lite0", [v for v in TFLITE_VARIANTS if v not in SLOW_VARIANTS])
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     with open(ARTIFACTS / "streamlit.log", "w") as log:
@@ -101,6 +105,8 @@ def server(runners: RunnerPool, conversion_cache: Path) -> Iterator[str]:
                 # rate limit itself is tested in tests/test_api_guard.py.
                 "QUANTLENS_API_RATE": "1000000",
                 "QUANTLENS_API_BURST": "1000",
+                # The concurrency test asks for the Keras original without an API key.
+                "QUANTLENS_API_ORIGINAL": "1",
             },
             stdout=log,
             stderr=subprocess.STDOUT,

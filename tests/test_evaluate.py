@@ -61,6 +61,7 @@ def test_empty_folders_and_non_images_are_reported_by_name(tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def fashion_evaluation(runners: RunnerPool):
     spec = get_spec("fashion_mnist_cnn")
+    runners.convert("fashion_mnist_cnn", list(Variant))  # every variant, in one converter run
     variant_runners = {v: runners.get("fashion_mnist_cnn", v) for v in Variant}
     return evaluate(spec, variant_runners, scan_folder(FASHION_SAMPLE, spec.labels))
 
@@ -150,8 +151,7 @@ def test_imagenet_folder_names_with_spaces(
 
 
 def test_evaluate_command(runners: RunnerPool) -> None:
-    for variant in (Variant.FP32, Variant.INT8):
-        runners.get("fashion_mnist_cnn", variant)
+    runners.convert("fashion_mnist_cnn", [Variant.FP32, Variant.INT8])
 
     result = run_cli(
         "evaluate", "--model", "fashion_mnist_cnn", "--data", str(FASHION_SAMPLE),

@@ -5,22 +5,21 @@ All fast: nothing here converts or trains.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import subprocess
-import sys
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
 import pytest
 
 from inference import ZOO, InputError, ModelSpec, UsageError, Variant, parse_variants
 from inference.core.child_process import ChildFailed, run_child
 from inference.core.errors import one_line
-from inference.registry.runner_cache import RunnerCache
-from tests.conftest import REPO_ROOT
+from inference.models.builders import BUILDERS
+from inference.registry.runner_cache import RunnerCache, model_key
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -32,10 +31,11 @@ def test_every_zoo_spec_survives_its_json_round_trip(name: str) -> None:
     assert again == spec
 
 
-def test_specs_declare_their_builder_and_output_kind() -> None:
+def test_every_zoo_spec_has_a_builder_and_exactly_one_weights_location() -> None:
+    # Whether each spec's output kind is right is checked on the model the builder makes
+    # (tests/test_zoo.py, tests/test_models.py, tests/test_fashion_mnist.py).
     for spec in ZOO.values():
-        assert spec.builder in {"efficientnet_lite", "keras_application", "fashion_mnist_cnn"}
-        assert spec.outputs == "probabilities"
+        assert spec.builder in BUILDERS, spec.name
         located = [spec.weights.package, spec.weights.file, spec.weights.download]
         assert sum(x is not None for x in located) == 1, spec.name
 
@@ -62,20 +62,32 @@ def test_error_policy_shows_our_message_and_logs_a_bug(caplog: pytest.LogCapture
     assert caplog.records[0].exc_info is not None  # the traceback went to the log
 
 
-def _cli_with_a_bug(*args: str, bug: str) -> subprocess.CompletedProcess[str]:
-    script = (
-        "import sys, inference.cli as cli\n"
-        f"cli.COMMANDS['models'] = lambda args: {bug}\n"
-        f"sys.exit(cli.main({list(args)!r}))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT
-    )
+class _CliRun(NamedTuple):
+    returncode: int
+    stderr: str
 
 
-def test_cli_reports_a_bug_in_one_line_and_its_traceback_with_verbose() -> None:
-    quiet = _cli_with_a_bug("models", bug="1 / 0")
-    verbose = _cli_with_a_bug("models", "--verbose", bug="1 / 0")
+@pytest.fixture
+def cli_with_a_bug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., _CliRun]:
+    """``cli.main(args)`` (what ``python -m inference`` exits with) whose ``models`` has a bug."""
+    from inference import cli
+
+    def run(*args: str, bug: Callable[[object], object]) -> _CliRun:
+        monkeypatch.setitem(cli.COMMANDS, "models", bug)
+        capsys.readouterr()
+        status = cli.main(list(args))
+        return _CliRun(status, capsys.readouterr().err)
+
+    return run
+
+
+def test_cli_reports_a_bug_in_one_line_and_its_traceback_with_verbose(
+    cli_with_a_bug: Callable[..., _CliRun],
+) -> None:
+    quiet = cli_with_a_bug("models", bug=lambda args: 1 / 0)
+    verbose = cli_with_a_bug("models", "--verbose", bug=lambda args: 1 / 0)
 
     assert quiet.returncode == 1
     assert quiet.stderr.strip().splitlines() == [
@@ -87,8 +99,10 @@ def test_cli_reports_a_bug_in_one_line_and_its_traceback_with_verbose() -> None:
     assert "ZeroDivisionError" in verbose.stderr.strip().splitlines()[-1]
 
 
-def test_a_value_error_from_a_bug_is_not_a_usage_error() -> None:
-    result = _cli_with_a_bug("models", bug="int('seven')")
+def test_a_value_error_from_a_bug_is_not_a_usage_error(
+    cli_with_a_bug: Callable[..., _CliRun],
+) -> None:
+    result = cli_with_a_bug("models", bug=lambda args: int("seven"))
 
     assert result.returncode == 1  # usage errors exit with 2
     assert "unexpected ValueError" in result.stderr
@@ -136,33 +150,60 @@ class _FakeRunner:
         self.name = name
 
 
+class _CountingLock:
+    """A lock that counts the threads that asked for it, and says when ``expected`` have."""
+
+    def __init__(self, expected: int) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._guard = threading.Lock()
+        self.all_arrived = threading.Event()
+        self.expected = expected
+
+    def __enter__(self) -> None:
+        with self._guard:
+            self._count += 1
+            if self._count == self.expected:
+                self.all_arrived.set()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 def test_runner_cache_loads_each_variant_once_and_drops_the_least_recent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    sessions = 8
     loads: list[tuple[str, Variant]] = []
-
-    def slow_load(spec: ModelSpec, variant: Variant) -> _FakeRunner:
-        loads.append((spec.name, variant))
-        time.sleep(0.05)  # long enough for all threads to arrive while it loads
-        return _FakeRunner(f"{spec.name}-{variant}")
-
-    monkeypatch.setattr("inference.registry.runner_cache.load_runner", slow_load)
     cache = RunnerCache(capacity=2)
     lite0, lite1 = ZOO["efficientnet_lite0"], ZOO["efficientnet_lite1"]
-    barrier = threading.Barrier(8)
+    # The cache's per-variant loading lock, watched: the load goes on only once every
+    # session waits for it, so all eight ask while the first one is loading.
+    loading = _CountingLock(sessions)
+    cache._loading[(model_key(lite0), Variant.INT8)] = loading  # setdefault keeps it
+
+    def load_while_all_wait(spec: ModelSpec, variant: Variant) -> _FakeRunner:
+        loads.append((spec.name, variant))
+        if variant is Variant.INT8:
+            assert loading.all_arrived.wait(10), "the other sessions never asked"
+        return _FakeRunner(f"{spec.name}-{variant}")
+
+    monkeypatch.setattr("inference.registry.runner_cache.load_runner", load_while_all_wait)
     got: list[object] = []
 
     def session() -> None:
-        barrier.wait()
         got.append(cache.get(lite0, "int8"))
 
-    threads = [threading.Thread(target=session) for _ in range(8)]
+    threads = [threading.Thread(target=session) for _ in range(sessions)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
+    assert loading.all_arrived.is_set()
     assert loads == [("efficientnet_lite0", Variant.INT8)]
+    assert len(got) == sessions
     assert len({id(runner) for runner in got}) == 1
     cache.get(lite0, "fp32")
     cache.get(lite0, "int8")  # now the most recent
@@ -214,14 +255,15 @@ def test_the_memory_threshold_comes_from_the_environment(monkeypatch: pytest.Mon
     assert memory_cap() == (1_500_000_000, 0.5)
 
 
-def test_model_key_separates_labels_for_the_same_weights() -> None:
-    from inference.registry.runner_cache import model_key
-
+def test_model_key_separates_labels_and_output_kind_for_the_same_weights() -> None:
     spec = ZOO["fashion_mnist_cnn"]
     relabelled = spec.with_labels(tuple(label.upper() for label in spec.labels))
+    as_logits = dataclasses.replace(spec, outputs="logits")
+    again = ModelSpec.from_json(json.loads(json.dumps(spec.to_json())))
 
+    assert model_key(again) == model_key(spec)
     assert model_key(spec) != model_key(relabelled)
-    assert np.array_equal(np.array(spec.preprocessing.size), [28, 28])
+    assert model_key(spec) != model_key(as_logits)
 
 
 def test_background_conversions_are_shared_and_failures_not_retried_at_once(
@@ -231,11 +273,13 @@ def test_background_conversions_are_shared_and_failures_not_retried_at_once(
     from inference.registry import background_conversions as background
 
     calls: list[tuple[str, ...]] = []
-    release = threading.Event()
+    reported, release = threading.Event(), threading.Event()
 
     def fake_ensure(spec: ModelSpec, variants: tuple, progress) -> None:
         calls.append(tuple(str(v) for v in variants))
         progress("quantizing int8", 0.5)
+        if spec.name == "efficientnet_lite0":
+            reported.set()
         release.wait(5)
         if spec.name == "fashion_mnist_cnn":
             raise ConversionError("the converter crashed")
@@ -248,8 +292,9 @@ def test_background_conversions_are_shared_and_failures_not_retried_at_once(
     assert registry.start(lite0, [Variant.INT8]) is first  # joins the running conversion
     assert first.variants == (Variant.FP32, Variant.INT8)  # the Keras original needs none
     failing = registry.start(fashion, [Variant.INT8])
-    time.sleep(0.1)
+    assert reported.wait(5)  # the job has reported its progress, and waits for release
     assert first.message == "quantizing int8" and first.fraction == 0.5
+    assert not first.done.is_set() and registry.running(lite0) == [first]
     release.set()
     assert first.done.wait(5) and failing.done.wait(5)
 

@@ -434,7 +434,7 @@ def test_the_layers_page_refuses_an_uploaded_zip_over_2000_images_in_one_line(
 ) -> None:
     from streamlit.testing.v1 import AppTest
 
-    runners.get("fashion_mnist_cnn", Variant.INT8)  # converts the float and int8 files
+    runners.convert("fashion_mnist_cnn", [Variant.FP32, Variant.INT8])
     big = ("big.zip", _zip(2001), "application/zip")
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=300)
     at.run()
@@ -465,7 +465,8 @@ def test_the_layers_page_finds_flips_in_2000_images_over_its_byte_budget(
 
     from ui import layers as ui_layers
 
-    runners.get("fashion_mnist_cnn", Variant.W4)
+    # The page opens on int8 against fp32, then the test picks w4.
+    runners.convert("fashion_mnist_cnn", [Variant.FP32, Variant.INT8, Variant.W4])
     budget = 1_000_000  # 2 000 Fashion-MNIST images are 6.3 MB preprocessed
     monkeypatch.setattr(ui_layers, "MAX_SESSION_INPUT_BYTES", budget, raising=False)
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=300)

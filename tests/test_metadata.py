@@ -12,7 +12,6 @@ import pytest
 from ai_edge_litert import schema_py_generated as tfl
 
 from inference import ZOO, InputError, Variant, custom_spec
-from inference.engine.convert import ensure_variants
 from inference.formats._vendor.metadata_schema import ModelMetadata
 from inference.formats.images import normalize
 from inference.formats.tflite_metadata import NORMALIZATION, read_metadata, with_metadata
@@ -33,8 +32,7 @@ def test_normalization_options_give_the_apps_own_scaling() -> None:
 
 @pytest.fixture(scope="module")
 def lite0_files(runners: RunnerPool) -> dict[Variant, Path]:
-    runners.get("efficientnet_lite0", Variant.INT8)
-    return ensure_variants(LITE0, [Variant.FP32, Variant.INT8])
+    return runners.convert("efficientnet_lite0", [Variant.FP32, Variant.INT8])
 
 
 def test_files_the_app_writes_carry_labels_and_input_scaling(
@@ -62,10 +60,9 @@ def test_files_the_app_writes_carry_labels_and_input_scaling(
 
 
 def test_a_file_with_metadata_brought_back_needs_no_labels_or_scaling(
-    lite0_files: dict[Variant, Path], chelsea: Path, coffee: Path, tmp_path: Path
+    brought_lite0: Path, chelsea: Path, coffee: Path
 ) -> None:
-    brought = tmp_path / "downloaded.tflite"
-    brought.write_bytes(lite0_files[Variant.FP32].read_bytes())
+    brought = brought_lite0  # its int8 is made once, here or in tests/test_quantize.py
 
     spec = custom_spec(brought)  # no labels file, no --normalize
     assert spec.labels == LITE0.labels and spec.preprocessing.normalize == "lite"

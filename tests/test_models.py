@@ -7,21 +7,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import LiteRTRunner, Variant, classify, get_spec
+from inference import LiteRTRunner, Runner, Variant, classify, get_spec
+from inference.core.specs import TFLITE_VARIANTS
 from tests.conftest import CAT_CLASSES, COFFEE_CLASSES, LITE_MODELS, RunnerPool
 
 # Float variants compute the same function as the Keras model up to rounding.
 FLOAT_PROBABILITY_TOLERANCE = 2e-3
 # fp16 weights and int8 arithmetic move probabilities further, but not the answer.
 QUANTIZED_PROBABILITY_TOLERANCE = 0.15
-# Published parameter counts (tensorflow/tpu efficientnet/lite README), in millions.
-PUBLISHED_PARAMS_M = {
-    "efficientnet_lite0": 4.7,
-    "efficientnet_lite1": 5.4,
-    "efficientnet_lite2": 6.1,
+# Published in the tensorflow/tpu efficientnet/lite README: parameters (millions) and the
+# input resolution each model was trained at.
+PUBLISHED = {
+    "efficientnet_lite0": (4.7, 224),
+    "efficientnet_lite1": (5.4, 240),
+    "efficientnet_lite2": (6.1, 260),
 }
 
 pytestmark = pytest.mark.slow
+
+
+def _runner(runners: RunnerPool, model: str, variant: Variant) -> Runner:
+    """This module checks every variant of each model: they are converted in one run."""
+    runners.convert(model, TFLITE_VARIANTS)
+    return runners.get(model, variant)
 
 
 @pytest.mark.parametrize("variant", list(Variant))
@@ -29,7 +37,7 @@ pytestmark = pytest.mark.slow
 def test_cat_photo_gives_a_cat_class_in_top_3(
     runners: RunnerPool, chelsea: Path, model: str, variant: Variant
 ) -> None:
-    prediction = classify(runners.get(model, variant), chelsea, k=3)
+    prediction = classify(_runner(runners, model, variant), chelsea, k=3)
 
     labels = [c.label for c in prediction.top_k]
     assert CAT_CLASSES & set(labels), f"{model} {variant}: {labels}"
@@ -59,7 +67,7 @@ COFFEE_CASES = [
 def test_coffee_photo_gives_espresso_or_cup(
     runners: RunnerPool, coffee: Path, model: str, variant: Variant
 ) -> None:
-    prediction = classify(runners.get(model, variant), coffee, k=5)
+    prediction = classify(_runner(runners, model, variant), coffee, k=5)
 
     assert prediction.top_k[0].label in COFFEE_CLASSES, prediction.top_k
     scores = [c.score for c in prediction.top_k]
@@ -75,23 +83,28 @@ def test_variants_agree_with_the_keras_original(
         FLOAT_PROBABILITY_TOLERANCE if variant is Variant.FP32 else QUANTIZED_PROBABILITY_TOLERANCE
     )
     for photo in (chelsea, coffee):
-        original = classify(runners.get("efficientnet_lite0", Variant.ORIGINAL), photo)
-        converted = classify(runners.get("efficientnet_lite0", variant), photo)
+        original = classify(_runner(runners, "efficientnet_lite0", Variant.ORIGINAL), photo)
+        converted = classify(_runner(runners, "efficientnet_lite0", variant), photo)
         difference = np.abs(original.probabilities - converted.probabilities).max()
         assert difference < tolerance, f"{variant} on {photo.name}: max |dp| = {difference:.4f}"
 
 
-def test_parameter_counts_match_the_published_models() -> None:
+def test_the_port_matches_the_published_models_and_its_specs() -> None:
+    from inference.models.builders import keras_output_kind
     from inference.models.efficientnet_lite import build_efficientnet_lite
 
-    for name, published in PUBLISHED_PARAMS_M.items():
+    for name, (params_m, resolution) in PUBLISHED.items():
         model = build_efficientnet_lite(name)  # no weights package: random weights
         trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-        assert abs(trainable / 1e6 - published) < 0.1, (name, trainable)
+        assert abs(trainable / 1e6 - params_m) < 0.1, (name, trainable)
+        assert tuple(model.input_shape[1:]) == (resolution, resolution, 3), name
+        spec = get_spec(name)  # what the app feeds it and reads from it
+        assert spec.preprocessing.input_shape == tuple(model.input_shape[1:]), name
+        assert spec.outputs == keras_output_kind(model), name
 
 
 def test_int8_variant_has_quantized_8_bit_input_and_output(runners: RunnerPool) -> None:
-    runner = runners.get("efficientnet_lite0", Variant.INT8)
+    runner = _runner(runners, "efficientnet_lite0", Variant.INT8)
     assert isinstance(runner, LiteRTRunner)
 
     assert runner.input_dtype == np.int8 and runner.output_dtype == np.int8
@@ -105,14 +118,8 @@ def test_int8_variant_has_quantized_8_bit_input_and_output(runners: RunnerPool) 
 
 
 def test_variants_shrink_the_file(runners: RunnerPool) -> None:
-    sizes = {v: runners.get("efficientnet_lite0", v).size_bytes for v in Variant if v.is_tflite}
+    sizes = {v: _runner(runners, "efficientnet_lite0", v).size_bytes for v in TFLITE_VARIANTS}
 
     assert sizes[Variant.FP16] < 0.55 * sizes[Variant.FP32]
     assert sizes[Variant.DYNAMIC] < 0.35 * sizes[Variant.FP32]
     assert sizes[Variant.INT8] < 0.35 * sizes[Variant.FP32]
-
-
-def test_spec_input_sizes() -> None:
-    assert get_spec("efficientnet_lite0").input_size == (224, 224)
-    assert get_spec("efficientnet_lite1").input_size == (240, 240)
-    assert get_spec("efficientnet_lite2").input_size == (260, 260)

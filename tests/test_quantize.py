@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from PIL import Image
 
 from inference import (
     ZOO,
+    ConversionError,
     InputError,
     Variant,
     classify,
@@ -111,7 +113,7 @@ def test_the_cache_key_follows_the_recipe_content(tmp_path: Path) -> None:
 def test_quantizing_a_float_file_never_imports_tensorflow(
     runners: RunnerPool, tmp_path: Path
 ) -> None:
-    source = runners.get("efficientnet_lite0", Variant.FP32).path
+    source = runners.path("efficientnet_lite0", Variant.FP32)
     request = {
         "float": str(source),
         "preprocessing": {"size": [224, 224], "normalize": "lite", "color_mode": "RGB",
@@ -145,7 +147,7 @@ def test_quantizing_a_float_file_never_imports_tensorflow(
 def test_a_crashing_quantizer_is_reported_and_the_float_file_survives(
     runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = runners.get("efficientnet_lite0", Variant.FP32).path
+    source = runners.path("efficientnet_lite0", Variant.FP32)
     mine = tmp_path / "mine.tflite"
     mine.write_bytes(source.read_bytes())
     spec = custom_spec(mine, normalize="lite")
@@ -155,7 +157,12 @@ def test_a_crashing_quantizer_is_reported_and_the_float_file_survives(
     fake.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(fake))
 
-    with pytest.raises(Exception, match="quantization: the process exited with status -11"):
+    log = tmp_path / "cache" / f"{spec.name}.quantize.log"
+    with pytest.raises(
+        ConversionError,
+        match=rf"^{spec.name}: quantization: the process exited with status -11; "
+        rf"see {re.escape(str(log))}$",
+    ):
         ensure_variants(spec, [Variant.W4], timeout=30)
     assert mine.read_bytes() == source.read_bytes()
 
@@ -164,11 +171,10 @@ def test_a_crashing_quantizer_is_reported_and_the_float_file_survives(
 
 
 def test_the_zoo_fp32_file_brought_back_gets_every_variant_and_the_same_answers(
-    runners: RunnerPool, chelsea: Path, tmp_path: Path
+    runners: RunnerPool, brought_lite0: Path, chelsea: Path, tmp_path: Path
 ) -> None:
     zoo = ZOO["efficientnet_lite0"]
-    mine = tmp_path / "lite0.tflite"
-    mine.write_bytes(runners.get("efficientnet_lite0", Variant.FP32).path.read_bytes())
+    mine = brought_lite0  # its int8 may be made already, by tests/test_metadata.py
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(zoo.labels) + "\n")
 
@@ -177,6 +183,8 @@ def test_the_zoo_fp32_file_brought_back_gets_every_variant_and_the_same_answers(
     batch = preprocess(decode_image(chelsea), zoo.preprocessing)
 
     assert spec.variants == TFLITE_VARIANTS
+    ensure_variants(spec, [Variant.INT8, Variant.W4])  # one quantizer run for both
+    runners.convert("efficientnet_lite0", [Variant.INT8, Variant.W4])
     for variant in (Variant.FP32, Variant.INT8, Variant.W4):
         theirs = runners.get("efficientnet_lite0", variant).predict(batch)[0]
         ours = load_runner(spec, variant).predict(batch)[0]
@@ -286,8 +294,7 @@ def test_snr_in_decibels() -> None:
 def test_layers_json_gives_one_record_per_tensor_in_order(
     runners: RunnerPool, coffee: Path
 ) -> None:
-    for variant in (Variant.FP32, Variant.INT8):
-        runners.get("efficientnet_lite0", variant)
+    runners.convert("efficientnet_lite0", [Variant.FP32, Variant.INT8])
 
     result = run_cli("layers", str(coffee), "--model", "efficientnet_lite0", "--variant", "int8",
                      "--json")  # fmt: skip
@@ -305,7 +312,7 @@ def test_layers_json_gives_one_record_per_tensor_in_order(
 def test_quantize_command_builds_a_recipe_variant_with_layers_in_float(
     runners: RunnerPool, chelsea: Path, tmp_path: Path
 ) -> None:
-    runners.get("efficientnet_lite0", Variant.FP32)
+    runners.convert("efficientnet_lite0", [Variant.FP32, Variant.W4])
 
     result = run_cli("quantize", "--model", "efficientnet_lite0", "--recipe", "w4",
                      "--keep-float-op", "FULLY_CONNECTED", "--json")  # fmt: skip
@@ -325,7 +332,7 @@ def test_quantize_command_builds_a_recipe_variant_with_layers_in_float(
 
 @pytest.mark.slow
 def test_layers_and_quantize_take_the_pages_selection(runners: RunnerPool, coffee: Path) -> None:
-    runners.get("efficientnet_lite0", Variant.W4)
+    runners.convert("efficientnet_lite0", [Variant.W4])
     plain = run_cli("layers", str(coffee), "--model", "efficientnet_lite0", "--variant", "w4",
                     "--json")  # fmt: skip
     kept = run_cli("layers", str(coffee), "--model", "efficientnet_lite0", "--variant", "w4",

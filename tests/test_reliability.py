@@ -27,6 +27,7 @@ from streamlit.testing.v1 import AppTest
 
 from inference import ConversionError, InputError, Variant, classify, custom_spec, get_spec
 from inference.core.machine import resident_bytes
+from inference.core.specs import TFLITE_VARIANTS
 from inference.engine.convert import ensure_variants, is_converted, variant_path
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool, run_cli
 
@@ -144,7 +145,7 @@ def test_core_classifies_every_odd_image_and_refuses_every_broken_one(
 
 
 def test_cli_on_the_corpus(runners: RunnerPool, corpus_dir: Path, cat: Image.Image) -> None:
-    runners.get("efficientnet_lite0", Variant.INT8)
+    runners.convert("efficientnet_lite0", [Variant.INT8])
     broken = _broken_corpus(cat)
     valid = sorted(p for p in corpus_dir.iterdir() if p.name not in broken)
 
@@ -163,7 +164,7 @@ def test_cli_on_the_corpus(runners: RunnerPool, corpus_dir: Path, cat: Image.Ima
 def test_classify_page_keeps_serving_through_the_corpus(
     runners: RunnerPool, corpus_dir: Path, cat: Image.Image
 ) -> None:
-    runners.get("efficientnet_lite0", Variant.INT8)
+    runners.convert("efficientnet_lite0", [Variant.INT8])
     broken = _broken_corpus(cat)
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=300).run()
     at.selectbox(key="classify_model").set_value("efficientnet_lite0").run()
@@ -289,7 +290,7 @@ def test_model_size_limits_are_enforced(
     from inference.registry import user_models as custom
 
     tflite = tmp_path / "lite0.tflite"
-    tflite.write_bytes(runners.get("efficientnet_lite0", Variant.FP32).path.read_bytes())
+    tflite.write_bytes(runners.path("efficientnet_lite0", Variant.FP32).read_bytes())
     facts = custom.inspect_model(tflite)
     assert facts["input_shape"] == [224, 224, 3] and facts["variant"] == "fp32"
     assert 18e6 < facts["tensor_bytes"] < 100e6  # weights plus activations
@@ -302,7 +303,7 @@ def test_model_size_limits_are_enforced(
 
 
 def test_truncated_tflite_is_refused(runners: RunnerPool, tmp_path: Path) -> None:
-    data = runners.get("efficientnet_lite0", Variant.INT8).path.read_bytes()
+    data = runners.path("efficientnet_lite0", Variant.INT8).read_bytes()
     path = tmp_path / "cut.tflite"
     path.write_bytes(data[: len(data) // 2])
 
@@ -397,7 +398,7 @@ def test_whole_offline_zoo_with_all_variants_stays_under_2_gb(runners: RunnerPoo
         "fashion_mnist_cnn",
     ]
     for name in offline:  # convert through the pool so the child below only loads
-        runners.get(name, Variant.INT8)
+        runners.convert(name, TFLITE_VARIANTS)
     script = textwrap.dedent(
         f"""
         from inference import Variant, get_spec

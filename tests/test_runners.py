@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from inference import LiteRTRunner, Variant, get_spec, top_k
-from inference.engine.convert import ensure_variants, variant_path
+from inference.engine.convert import ensure_variants, float_path, variant_path
 from inference.engine.runners import to_probabilities
 from inference.formats.tflite_file import inspect_tflite
 from tests.conftest import REPO_ROOT, RunnerPool
@@ -102,9 +103,9 @@ def test_top_k_is_sorted_and_capped_at_the_class_count() -> None:
 
 
 def test_inspect_tflite_recognises_each_variant(runners: RunnerPool) -> None:
-    for variant in (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.INT8):
-        runner = runners.get("efficientnet_lite0", variant)
-        facts = inspect_tflite(runner.path)
+    variants = (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.INT8)
+    for variant, path in runners.convert("efficientnet_lite0", variants).items():
+        facts = inspect_tflite(path)
         assert (facts.input_shape, facts.classes, facts.variant) == ((224, 224, 3), 1000, variant)
         assert facts.outputs == "probabilities"  # the graph ends in a softmax
 
@@ -114,8 +115,12 @@ def test_a_corrupt_cache_file_is_rebuilt_not_served(
     runners: RunnerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
 ) -> None:
     spec = get_spec("efficientnet_lite0")
-    good = runners.get("efficientnet_lite0", Variant.FP16).path
+    made = runners.convert("efficientnet_lite0", [Variant.FP32, Variant.FP16])
+    good = made[Variant.FP16]
     monkeypatch.setenv("QUANTLENS_CACHE_DIR", str(tmp_path))
+    # The float file fp16 is made from is there already (copied: this is not about it).
+    for source in (made[Variant.FP32], made[Variant.FP32].with_suffix(".json")):
+        shutil.copy(source, float_path(spec).with_suffix(source.suffix))
     path = variant_path(spec, Variant.FP16)
     data = good.read_bytes()
     # A file cut short keeps its valid header; garbage has none.
@@ -131,7 +136,7 @@ def test_a_corrupt_cache_file_is_rebuilt_not_served(
 def test_running_a_tflite_variant_does_not_import_tensorflow(
     runners: RunnerPool, chelsea: Path
 ) -> None:
-    runners.get("efficientnet_lite0", Variant.INT8)  # make sure the file is cached
+    runners.convert("efficientnet_lite0", [Variant.INT8])  # make sure the file is cached
     script = textwrap.dedent(
         f"""
         import sys

@@ -34,9 +34,10 @@ from inference.core.specs import AnyVariant, RecipeVariant, suggest_variant_name
 from inference.engine.convert import ensure_variants, is_converted
 from inference.formats.images import draft_size, preprocess
 from inference.formats.recipes import Recipe
+from inference.pipeline import Pipeline, PipelineOptions
 from inference.registry.background_conversions import Conversion
 from inference.registry.catalog import MAX_SESSION_VARIANTS, Session, resolve_spec
-from inference.registry.runner_cache import RUNNERS, model_key
+from inference.registry.runner_cache import model_key
 
 log = logging.getLogger("quantlens.ui")
 
@@ -152,17 +153,24 @@ def pending_conversion(spec: ModelSpec, job: Conversion, pending: Sequence[AnyVa
 
 
 def get_runners(spec: ModelSpec, variants: Sequence[AnyVariant]) -> dict[AnyVariant, Runner]:
-    """Runners for ``variants``, converting first if needed. Errors are shown, not raised."""
+    """Runners for ``variants``, converting first if needed. Errors are shown, not raised.
+
+    The pages resolve and load through the same :class:`~inference.pipeline.Pipeline`
+    as the CLI and the API, with the process's shared runners and this visitor's variants.
+    """
     runners: dict[AnyVariant, Runner] = {}
+    if not variants:
+        return runners
     try:
         ensure_converted(spec, variants)
+        pipeline = Pipeline(spec, variants, session=visitor(), options=PipelineOptions(shared=True))
     except Exception as exc:
         show_error(exc, f"converting {spec.title}")
         return runners
-    for variant in variants:
+    for variant in pipeline.variants:
         try:
             with st.spinner(f"Loading {spec.title} ({variant.value})…"):
-                runners[variant] = RUNNERS.get(spec, variant)
+                runners[variant] = pipeline.runner(variant)
         except Exception as exc:
             show_error(exc, f"{spec.title} ({variant.value})")
     return runners

@@ -111,6 +111,18 @@ class Conversions:
         threading.Thread(target=work, name=f"convert {spec.name}", daemon=True).start()
         return job
 
+    def clear(self) -> list[Conversion]:
+        """Forget every conversion (tests start from an empty registry).
+
+        Returns:
+            The conversions that were still running: their threads go on, so a caller
+            that needs them finished waits on their ``done``.
+        """
+        with self._lock:
+            running = [job for jobs in self._jobs.values() for job in jobs if not job.done.is_set()]
+            self._jobs.clear()
+        return running
+
     def running(self, spec: ModelSpec) -> list[Conversion]:
         with self._lock:
             return [job for job in self._jobs.get(model_key(spec), []) if not job.done.is_set()]

@@ -174,8 +174,10 @@ class RunnerCache:
             return len(self._runners)
 
     def clear(self) -> None:
+        """Forget every runner and the release history (tests start from an empty cache)."""
         with self._lock:
             self._runners.clear()
+            self.releases = []
 
 
 RUNNERS = RunnerCache()
