@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from ai_edge_quantizer import model_validator
-from ai_edge_quantizer.utils import validation_utils
 
 from inference.analysis.own_errors import (
     CARRIED_OPS,
@@ -56,11 +54,6 @@ __all__ = [
     "snr_db",
 ]
 
-_METRICS = [
-    validation_utils.ValidationErrorMetric.SNR,
-    validation_utils.ValidationErrorMetric.COSINE_SIMILARITY,
-    validation_utils.ValidationErrorMetric.MSE,
-]
 CLEAN_SNR_DB = 60.0
 """An input above this SNR counts as exact when measuring the SNR an op loses."""
 
@@ -220,6 +213,12 @@ def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray
     Raises:
         InputError: A file cannot be loaded, has no signature, or no tensor matched.
     """
+    # The quantizer package takes 0.7 s to import; only a comparison needs it, not the CLI.
+    from ai_edge_quantizer import model_validator  # noqa: PLC0415
+    from ai_edge_quantizer.utils import validation_utils  # noqa: PLC0415
+
+    metric = validation_utils.ValidationErrorMetric
+    wanted = [metric.SNR, metric.COSINE_SIMILARITY, metric.MSE]
     if not inputs:
         raise InputError("expected at least one image to compare the models on")
     ref = _interpreter(reference)
@@ -260,7 +259,7 @@ def compare_layers(reference: Path, candidate: Path, inputs: Sequence[np.ndarray
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the same memory warning
             result = model_validator.compare_model(
-                ref_bytes, cand_bytes, {key: [{input_name: batch}]}, _METRICS, num_threads=1
+                ref_bytes, cand_bytes, {key: [{input_name: batch}]}, wanted, num_threads=1
             )
         tensors = result.get_all_tensor_results()
         for graph_input in graph_inputs:

@@ -18,8 +18,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from inference.core.specs import ModelSpec
 from inference.engine.convert import ensure_recipe
-from inference.engine.workers.sensitivity import model_outputs
 from inference.formats.file_scheme import FileScheme, file_scheme
+from inference.formats.tflite_file import model_outputs
 
 __all__ = ["OUTPUT_TOLERANCE", "RebuildCheck", "check_rebuild", "rebuild_scheme"]
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from scipy import stats
 
 from inference.analysis.layer_report import LayerReport
 from inference.core.child_process import ChildFailed, Progress, run_child
@@ -35,9 +34,9 @@ from inference.core.errors import ConversionError, InputError
 from inference.core.machine import default_threads
 from inference.core.paths import cache_dir
 from inference.core.specs import ModelSpec
-from inference.engine.workers.sensitivity import model_outputs
 from inference.formats.calibration import calibration_images
 from inference.formats.recipes import Recipe
+from inference.formats.tflite_file import model_outputs
 
 __all__ = [
     "MAX_SCAN_IMAGES",
@@ -314,6 +313,9 @@ def ranking_agreement(report: LayerReport, scan: SensitivityScan) -> dict[str, A
     scanned = {r.tensor: r.rank for r in scan.records if r.tensor in damage}
     if len(scanned) < 2:
         return {"ops": len(scanned), "spearman": None, "same_first": None, "top5_overlap": None}
+    # scipy.stats takes 0.4 s to import; only this comparison needs it.
+    from scipy import stats  # noqa: PLC0415
+
     tensors = list(scanned)
     rho = stats.spearmanr([damage[t] for t in tensors], [scanned[t] for t in tensors]).statistic
     first_scan = min(tensors, key=lambda t: scanned[t])

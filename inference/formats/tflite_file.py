@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,3 +208,31 @@ def pack_model(tree: tfl.ModelT, size_hint: int = 0) -> bytes:
     builder = flatbuffers.Builder(size_hint + 4096)
     builder.Finish(tree.Pack(builder), TFLITE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def model_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
+    """The model's float outputs for each input row, one call per row."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = Interpreter(model_content=model, num_threads=1)
+    interpreter.allocate_tensors()
+    feed, read = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for row in inputs:
+        value = row[None].astype(np.float32)
+        scale, zero = feed["quantization"]
+        if feed["dtype"] != np.float32:  # an integer interface: quantize as the runner does
+            info = np.iinfo(feed["dtype"])
+            value = np.clip(np.round(value / scale) + zero, info.min, info.max).astype(
+                feed["dtype"]
+            )
+        if tuple(feed["shape"]) != value.shape:
+            interpreter.resize_tensor_input(feed["index"], value.shape)
+            interpreter.allocate_tensors()
+            feed = interpreter.get_input_details()[0]
+        interpreter.set_tensor(feed["index"], value)
+        interpreter.invoke()
+        out = interpreter.get_tensor(read["index"]).astype(np.float64)
+        scale, zero = read["quantization"]
+        rows.append((out - zero) * scale if read["dtype"] != np.float32 else out)
+    return np.concatenate(rows)

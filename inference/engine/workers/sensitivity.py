@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import pickle
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from inference.core.child_process import emit, serve, write_atomically
 from inference.core.specs import Preprocessing
 from inference.engine.workers.quantize import calibrate_ranges, fixed_ranges
 from inference.formats.calibration import representative_samples
-from inference.formats.tflite_file import signature_input
+from inference.formats.tflite_file import model_outputs, signature_input
 
 NO_QUANTIZE = "no_quantize"
 
@@ -61,34 +60,6 @@ def _calibrate(request: dict[str, Any]) -> dict[str, Any]:
     ranges = calibrate_ranges(model, request["rules"], {key: [{input_name: s} for s in samples]})
     write_atomically(Path(request["output"]), pickle.dumps(ranges))
     return {"calibrated": True}
-
-
-def model_outputs(model: bytes, inputs: np.ndarray) -> np.ndarray:
-    """The model's float outputs for each input row, one call per row."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = Interpreter(model_content=model, num_threads=1)
-    interpreter.allocate_tensors()
-    feed, read = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    rows = []
-    for row in inputs:
-        value = row[None].astype(np.float32)
-        scale, zero = feed["quantization"]
-        if feed["dtype"] != np.float32:  # an integer interface: quantize as the runner does
-            info = np.iinfo(feed["dtype"])
-            value = np.clip(np.round(value / scale) + zero, info.min, info.max).astype(
-                feed["dtype"]
-            )
-        if tuple(feed["shape"]) != value.shape:
-            interpreter.resize_tensor_input(feed["index"], value.shape)
-            interpreter.allocate_tensors()
-            feed = interpreter.get_input_details()[0]
-        interpreter.set_tensor(feed["index"], value)
-        interpreter.invoke()
-        out = interpreter.get_tensor(read["index"]).astype(np.float64)
-        scale, zero = read["quantization"]
-        rows.append((out - zero) * scale if read["dtype"] != np.float32 else out)
-    return np.concatenate(rows)
 
 
 def _snr_db(truth: np.ndarray, made: np.ndarray) -> float:
