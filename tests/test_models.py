@@ -32,8 +32,17 @@ def _runner(runners: RunnerPool, model: str, variant: Variant) -> Runner:
     return runners.get(model, variant)
 
 
-@pytest.mark.parametrize("variant", list(Variant))
-@pytest.mark.parametrize("model", LITE_MODELS)
+# The Keras original runs for Lite0 only: Lite1's and Lite2's are the same port (checked
+# through their fp32 files, built from the very same Keras models) and cost 14 s each to load.
+CAT_CASES = [
+    (model, variant)
+    for model in LITE_MODELS
+    for variant in Variant
+    if variant is not Variant.ORIGINAL or model == "efficientnet_lite0"
+]
+
+
+@pytest.mark.parametrize(("model", "variant"), CAT_CASES)
 def test_cat_photo_gives_a_cat_class_in_top_3(
     runners: RunnerPool, chelsea: Path, model: str, variant: Variant
 ) -> None:
@@ -58,8 +67,7 @@ COFFEE_CASES = [
     )
     if (model, variant) in KNOWN_MISSES
     else (model, variant)
-    for model in LITE_MODELS
-    for variant in Variant
+    for model, variant in CAT_CASES
 ]
 
 
