@@ -95,6 +95,49 @@ def conversion_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         os.environ[CACHE_ENV] = previous
 
 
+PRECONVERTED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+"""Models whose every TFLite variant many slow tests use: converted at the session's start."""
+PRECONVERT_WAIT_S = 900
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preconverted(conversion_cache: Path, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Convert the Lite models' variants in another process while the first tests run.
+
+    The suite runs on one core; conversion is most of its time. A child process
+    (its own environment, so no test's monkeypatched cache can redirect it) makes
+    them on the other core; a test that needs a file first waits on the model's
+    file lock and then finds it made. Only when slow tests are selected.
+    """
+    if not any(item.get_closest_marker("slow") for item in request.session.items):
+        yield
+        return
+    script = "; ".join(
+        [
+            "from inference import get_spec",
+            "from inference.core.specs import TFLITE_VARIANTS",
+            "from inference.engine.convert import ensure_variants",
+            *(f"ensure_variants(get_spec({m!r}), TFLITE_VARIANTS)" for m in PRECONVERTED),
+        ]
+    )
+    with open(conversion_cache / "preconvert.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=REPO_ROOT,
+            env={**os.environ, CACHE_ENV: str(conversion_cache)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield
+        finally:
+            try:
+                process.wait(timeout=PRECONVERT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(conversion_cache: Path) -> Iterator[None]:
     """After each test: no shared runner, background conversion, rate-limit bucket or saved
