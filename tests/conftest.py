@@ -28,7 +28,7 @@ from PIL import Image
 
 from api import guard
 from inference import Runner, Variant, get_spec, load_runner
-from inference.core.paths import CACHE_ENV
+from inference.core.paths import CACHE_ENV, VARIANTS_ENV, variants_dir
 from inference.engine.convert import ensure_variants
 from inference.registry.background_conversions import CONVERSIONS
 from inference.registry.runner_cache import RUNNERS
@@ -41,11 +41,10 @@ CLI_TIMEOUT_S = 600
 SLOW_FIXTURES = {"runners", "colour_model"}
 """Fixtures that convert models (the session's runner pool) or train one."""
 TEST_CACHE_ENV = "QUANTLENS_TEST_CACHE"
+XDIST_WORKER_ENV = "PYTEST_XDIST_WORKER"
 """A folder kept for the tests' conversions between runs (opt-in; default: a fresh one)."""
 TEST_CACHE_MARK = ".quantlens-test-cache"
 """Written in a $QUANTLENS_TEST_CACHE folder: the tests made it, so they may clear parts of it."""
-SAVED_VARIANTS_DIR = "variants"
-"""The saved-variants registry in the cache (``inference.registry.saved_variants``)."""
 CONVERSION_WAIT_S = 600
 """How long a test's teardown waits for background conversions it left running."""
 
@@ -66,7 +65,7 @@ def _test_cache(folder: str) -> Path:
     if path.is_dir() and any(path.iterdir()) and not (path / TEST_CACHE_MARK).is_file():
         pytest.exit(
             f"{TEST_CACHE_ENV}={path} holds files the tests did not make (the app's own "
-            f"cache?), and the tests delete its {SAVED_VARIANTS_DIR}/ after each test: name a "
+            "cache?), and the tests clear parts of it: name a "
             f"new or empty folder, or create {path / TEST_CACHE_MARK} to let them",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
@@ -84,15 +83,25 @@ def conversion_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     developer's $QUANTLENS_CACHE_DIR: tests clear parts of the cache.
     """
     chosen = os.environ.get(TEST_CACHE_ENV)
-    path = _test_cache(chosen) if chosen else tmp_path_factory.mktemp("tflite-cache")
-    shutil.rmtree(path / SAVED_VARIANTS_DIR, ignore_errors=True)  # an interrupted run's
-    previous = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop(CACHE_ENV, None)
+    if chosen:
+        path = _test_cache(chosen)
+    elif os.environ.get(XDIST_WORKER_ENV):
+        # pytest-xdist workers share one cache (a file lock per model keeps them from
+        # converting the same model twice); their temporary folders share a parent.
+        path = tmp_path_factory.getbasetemp().parent / "tflite-cache"
+        path.mkdir(exist_ok=True)
     else:
-        os.environ[CACHE_ENV] = previous
+        path = tmp_path_factory.mktemp("tflite-cache")
+    # Saved recipes are each worker's own: tests save and clear them.
+    saved = tmp_path_factory.mktemp("saved-variants")
+    previous = {name: os.environ.get(name) for name in (CACHE_ENV, VARIANTS_ENV)}
+    os.environ[CACHE_ENV], os.environ[VARIANTS_ENV] = str(path), str(saved)
+    yield path
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 PRECONVERTED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -109,7 +118,8 @@ def preconverted(conversion_cache: Path, request: pytest.FixtureRequest) -> Iter
     them on the other core; a test that needs a file first waits on the model's
     file lock and then finds it made. Only when slow tests are selected.
     """
-    if not any(item.get_closest_marker("slow") for item in request.session.items):
+    first_worker = os.environ.get(XDIST_WORKER_ENV, "gw0") == "gw0"
+    if not first_worker or not any(i.get_closest_marker("slow") for i in request.session.items):
         yield
         return
     script = "; ".join(
@@ -155,7 +165,7 @@ def isolated_state(conversion_cache: Path) -> Iterator[None]:
         job.done.wait(CONVERSION_WAIT_S)
     RUNNERS.clear()
     guard.LIMITER.clear()
-    shutil.rmtree(conversion_cache / SAVED_VARIANTS_DIR, ignore_errors=True)
+    shutil.rmtree(variants_dir(), ignore_errors=True)
 
 
 def _skimage_photo(name: str) -> np.ndarray:

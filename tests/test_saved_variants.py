@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from inference import ZOO, InputError, UsageError, Variant
+from inference.core.paths import variants_dir
 from inference.core.specs import (
     ModelSpec,
     RecipeVariant,
@@ -81,7 +82,7 @@ def test_a_saved_variant_is_listed_replaced_and_forgotten() -> None:
 
 def test_a_broken_registry_entry_is_skipped(conversion_cache: Path) -> None:
     good = save_variant(FASHION, "good", SOFTMAX_FLOAT)
-    registry = conversion_cache / "variants" / f"{FASHION.name}.json"
+    registry = variants_dir() / f"{FASHION.name}.json"
     entries = json.loads(registry.read_text())
     entries.append({"name": "bad", "recipe": '[{"regex": "("}]'})
     entries.append({"name": "Not A Name", "recipe": SOFTMAX_FLOAT.text})

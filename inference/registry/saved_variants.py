@@ -18,7 +18,7 @@ from pathlib import Path
 
 from inference.core.child_process import write_atomically
 from inference.core.errors import InputError
-from inference.core.paths import cache_dir
+from inference.core.paths import variants_dir
 from inference.core.specs import ModelSpec, RecipeVariant, check_variant_name
 from inference.formats.recipes import MAX_RECIPE_BYTES, Recipe, parse_recipe
 
@@ -30,7 +30,7 @@ _LOCK = threading.Lock()
 
 
 def _registry(spec: ModelSpec) -> Path:
-    return cache_dir() / "variants" / f"{spec.name}.json"
+    return variants_dir() / f"{spec.name}.json"
 
 
 def saved_variants(spec: ModelSpec) -> tuple[RecipeVariant, ...]:
