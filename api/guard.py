@@ -64,6 +64,8 @@ MAX_CLIENTS = 10_000
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 DRAIN_LIMIT_BYTES = 100_000_000
+WRONG_KEY_DRAIN_BYTES = 1_000_000
+"""A request without the key is answered after at most this much of its body."""
 log = logging.getLogger("quantlens.api")
 
 
@@ -226,16 +228,18 @@ def guarded(
             await drain(request)
             return JSONResponse({"error": SECRETS_UNREADABLE}, status_code=503)
         sent = _sent_key(request)
-        if expected is not None and (
-            sent is None or not hmac.compare_digest(sent.encode(), expected.encode())
-        ):
-            await drain(request)
+        allowed = expected is None or (
+            sent is not None and hmac.compare_digest(sent.encode(), expected.encode())
+        )
+        # Wrong keys spend the address's tokens too, so guessing is rate limited.
+        wait = (limiter or LIMITER).take(_client(request, sent if allowed and expected else None))
+        if not allowed and wait == 0:
+            await drain(request, WRONG_KEY_DRAIN_BYTES)
             return JSONResponse(
                 {"error": "this API needs a key: send it as X-API-Key or Authorization: Bearer"},
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        wait = (limiter or LIMITER).take(_client(request, sent if expected else None))
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             await drain(request)

@@ -39,6 +39,7 @@ from ui.layers import (
 from ui.resources import ensure_converted, get_runners, show_error
 from ui.widgets import image_inputs, model_picker
 
+FLOAT_REFERENCES = (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.W4)
 MAX_FLIPS_DETAILED = 5
 """Flipped images shown with their top-k and worst tensors (each costs one layer report)."""
 
@@ -73,7 +74,8 @@ with left:
         )
     )
 with right:
-    references = [v for v in spec.variants if v.is_tflite and v != candidate]
+    # A reference is the truth every tensor is read from: float activations only.
+    references = [v for v in spec.variants if v in FLOAT_REFERENCES and v != candidate]
     reference = spec.variant(
         st.selectbox(
             "Reference",
@@ -211,7 +213,7 @@ if own is not None:
                 f"up to {check.max_output_difference:.3g}); it differs at: {', '.join(parts)}.",
                 icon=":material/warning:",
             )
-scan_recipe = candidate_recipe(spec, candidate, rebuilt)
+scan_recipe = candidate_recipe(spec, candidate, rebuilt, uploaded=own is not None)
 if scan_recipe is None:
     st.info(
         f"{label} cannot be rebuilt by a recipe, so there is nothing to quantize one op at a "
@@ -229,7 +231,7 @@ else:
         key="layers_scan_block",
         disabled=by == "one op at a time",
     )
-    scan_key = (spec.name, label, batches.digest, by, block)
+    scan_key = (spec.name, own.fingerprint if own else label, batches.digest, by, block)
     if st.button("Run the scan", key="layers_scan_run"):
         try:
             scanned = damage.run_scan(
@@ -250,7 +252,7 @@ else:
             f"**Most sensitive**: {damage.describe_op(scan.records[0])} "
             f"(output {scan.records[0].output_snr_db:.1f} dB with only it quantized; "
             f"{scan.images} image(s), {scan.workers} workers, {scan.seconds:.0f} s). "
-            + damage.agreement_line(report, scan)
+            + (damage.agreement_line(report, scan) if by == "one op at a time" else "")
         )
         st.altair_chart(charts.scan_chart(table), width="stretch")
         st.dataframe(
@@ -382,6 +384,12 @@ if fixed is not None and fixed.base == spec.name:
 
 st.divider()
 st.subheader("Search for the best mix")
+if own is not None:
+    st.info(
+        f"The search starts from a variant of this model; pick one above instead of {label}.",
+        icon=":material/info:",
+    )
+    st.stop()
 st.caption(
     "On a labelled set (a zip with one folder per class, or the sample a model ships with), keep "
     "the most damaging ops in float step by step (1, 2, 4, 8, ..., then back by halves) and "
@@ -392,7 +400,7 @@ last_scan = st.session_state.get("layers_scan")
 scan_ranking = (
     [r.tensor for r in last_scan.scan.records]
     if last_scan is not None
-    and last_scan.key[:2] == (spec.name, label)
+    and last_scan.key[:2] == (spec.name, own.fingerprint if own else label)
     and last_scan.key[3] == "one op at a time"
     else None
 )

@@ -396,3 +396,14 @@ def test_a_server_with_an_unreadable_secrets_toml_refuses_api_predict(
     reasons = [line for line in log_path.read_text().splitlines() if "answer 503" in line]
     assert len(reasons) == 1, log_path.read_text()
     assert "secrets.toml" in reasons[0] and "Error parsing secrets file" in reasons[0]
+
+
+def test_wrong_keys_are_rate_limited_like_everything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(guard.KEY_ENV, "s3cret")
+    client = _client(RateLimiter(per_minute=60, burst=3, clock=Clock()))
+
+    answers = [
+        client.get("/api/models", headers={"X-API-Key": f"guess-{n}"}).status_code for n in range(5)
+    ]
+
+    assert answers == [401, 401, 401, 429, 429]

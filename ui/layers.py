@@ -262,11 +262,15 @@ def rebuilt_upload(spec: ModelSpec, own: ModelSpec, batches: Batches) -> Rebuilt
 
 
 def candidate_recipe(
-    spec: ModelSpec, candidate: AnyVariant, rebuilt: Rebuilt | None
+    spec: ModelSpec, candidate: AnyVariant, rebuilt: Rebuilt | None, *, uploaded: bool
 ) -> Recipe | None:
-    """The recipe that makes the page's candidate from the float file, where there is one."""
-    if rebuilt is not None:
-        return rebuilt.recipe if rebuilt.check.same else None
+    """The recipe that makes the page's candidate from the float file, where there is one.
+
+    An uploaded file has one only when its read-back recipe rebuilt it exactly; it
+    never falls back to the variant picked in the Candidate box.
+    """
+    if uploaded:
+        return rebuilt.recipe if rebuilt is not None and rebuilt.check.same else None
     return variant_recipe(candidate) if candidate.is_quantized else None
 
 

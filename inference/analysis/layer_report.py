@@ -125,14 +125,19 @@ class LayerReport:
         return next((r for r in self.records if r.snr_db < threshold_db), None)
 
     def damage_starts(self, threshold_db: float) -> TensorError | None:
-        """The first op (in execution order) whose own damage falls below ``threshold_db``.
+        """The first op whose own error alone takes the output below ``threshold_db``.
 
-        Its own error carried to the output where measured, else its own SNR
-        (:attr:`TensorError.damage_db`): an op that only passes on what it got is
-        never where damage starts.
+        In execution order, by :attr:`TensorError.own_output_snr_db`. Only ops
+        carried to the output are read (those with the worst own SNR), so
+        one threshold compares one quantity; an op that only passes on what it got
+        is never where damage starts.
         """
         return next(
-            (r for r in self.records if r.damage_db is not None and r.damage_db < threshold_db),
+            (
+                r
+                for r in self.records
+                if r.own_output_snr_db is not None and r.own_output_snr_db < threshold_db
+            ),
             None,
         )
 

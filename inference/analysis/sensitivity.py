@@ -156,15 +156,18 @@ def scan_targets(float_path: Path, block: str | None = None) -> list[Target]:
     groups: dict[str, list[tuple[int, str, str]]] = {}
     for position, op, tensor in ops:
         found = pattern.search(tensor)
-        groups.setdefault(found.group(0) if found else tensor, []).append((position, op, tensor))
+        groups.setdefault(found.group(1) if found else tensor, []).append((position, op, tensor))
     targets = []
     for name, members in groups.items():
         position, op, tensor = members[0]
+        # The members' own tensors, exactly: a block's name may be part of another's.
+        exact = "|".join(re.escape(m[2]) for m in members)
+        regex = f"(?:^|;)(?:{exact});"
         if len(members) == 1:
-            targets.append(Target(tensor, f"(?:^|;){re.escape(tensor)};", position, op, tensor))
+            targets.append(Target(tensor, regex, position, op, tensor))
         else:
             kinds = "+".join(dict.fromkeys(m[1] for m in members))
-            targets.append(Target(name, re.escape(name), position, kinds, name))
+            targets.append(Target(f"block {name}", regex, position, kinds, f"block {name}"))
     return targets
 
 

@@ -84,8 +84,8 @@ def _range(tensor: tfl.TensorT, symmetric: bool) -> list[float]:
     scales, zeros = _quantized(tensor)  # type: ignore[misc]
     scale, zero = float(scales[0]), int(zeros[0])
     high = 2 ** (_INT_BITS[tensor.type] - 1) - 1
-    if symmetric:  # the quantizer's scale is max(|min|, |max|) / (high + 0.5)
-        return [-(high + 0.5) * scale, (high + 0.5) * scale]
+    if symmetric:  # the quantizer's scale is max(|min|, |max|) / high
+        return [-high * scale, high * scale]
     return [(-high - 1 - zero) * scale, (high - zero) * scale]
 
 
@@ -138,8 +138,11 @@ def file_scheme(candidate: bytes, *, name: str) -> FileScheme:
                         tfl.TensorType.INT16,
                     ):
                         fixed = _range(found, symmetric or found.type == tfl.TensorType.INT16)
-                        ranges[graph.name(graph.source(int(index)))] = fixed
-                        ranges[graph.name(int(index))] = fixed
+                        ranges.setdefault(graph.name(int(index)), fixed)
+                        source = graph.source(int(index))
+                        if tensors[source].type == tfl.TensorType.FLOAT32:
+                            # the float tensor a QUANTIZE op made this one from (the input)
+                            ranges.setdefault(graph.name(source), fixed)
         if weight is not None and weight.type == tfl.TensorType.FLOAT16 and through_dequantize:
             config.update(
                 weight_tensor_config={"num_bits": 16, "symmetric": True,

@@ -90,10 +90,13 @@ class Recipe:
             InputError: A regex does not compile or an op type is not a TFLite op name.
         """
         extra = [{"regex": r, "operation": "*", "algorithm_key": NO_QUANTIZE} for r in tensors]
+        # A regex of its own per op type: ai-edge-quantizer merges rules that share a
+        # regex into the first one's place, where a later per-op rule would override it.
         extra += [
-            {"regex": ".*", "operation": op.upper(), "algorithm_key": NO_QUANTIZE}
+            {"regex": f".*(?#float {op.upper()})", "operation": op.upper(),
+             "algorithm_key": NO_QUANTIZE}
             for op in operations
-        ]
+        ]  # fmt: skip
         if not extra:
             return self
         kept = ", ".join([*tensors, *(op.upper() for op in operations)])
