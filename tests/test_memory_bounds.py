@@ -130,7 +130,7 @@ def fake_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeSearch:
     # Damage shrinks as more tensors stay float: 3, then 2, 1, 0 (the last fits any budget).
     damages = iter([3, 2, 1, 0, 0, 0, 0])
 
-    def ensure_recipe(spec, recipe, progress=None):
+    def ensure_recipe(spec, recipe, progress=None, calibration=None):
         state.builds += 1
         path = tmp_path / f"candidate-{next(damages)}-{state.builds}.tflite"
         path.write_bytes(b"x" * 100)

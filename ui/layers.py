@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ from ui.resources import ImageInput, keep_session_variant, session_dir, session_
 
 T = TypeVar("T")
 MAX_REPORTS_PER_SESSION = 8
+MAX_FLIP_REPORTS = 5
+"""One-image reports kept for the flipped images the page details."""
 MAX_SESSION_INPUT_BYTES = 200_000_000
 """Preprocessed images the page keeps per session, its images and a flip zip's together.
 
@@ -198,8 +201,21 @@ def zip_batches(spec: ModelSpec, name: str, data: bytes) -> Batches:
 def image_worst(
     reference: Path, candidate: Path, batches: Batches, index: int
 ) -> list[tuple[TensorError, float]]:
-    """The tensors with the lowest SNR on one image (a one-image layer report)."""
-    return compare_layers(reference, candidate, [batches.inputs[index]]).worst_for_image(0)
+    """The tensors with the lowest SNR on one image (a one-image layer report), kept per image.
+
+    The page shows a handful of flipped images, each in an expander whose body
+    runs on every rerun; the last few are kept, so a rerun runs none again.
+    """
+    key = f"{reference}|{candidate}|{batches.digest}|{index}"
+    kept: OrderedDict[str, list[tuple[TensorError, float]]] = st.session_state.setdefault(
+        "layers_flip_worst", OrderedDict()
+    )
+    if key not in kept:
+        report = compare_layers(reference, candidate, [batches.inputs[index]])
+        kept[key] = report.worst_for_image(0)
+        while len(kept) > MAX_FLIP_REPORTS:
+            kept.popitem(last=False)
+    return kept[key]
 
 
 def layer_report(

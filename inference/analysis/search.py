@@ -43,7 +43,7 @@ from inference.analysis.evaluate import BATCH_SIZE, LabelledSet
 from inference.analysis.layer_report import compare_layers
 from inference.core.child_process import Progress
 from inference.core.errors import InputError
-from inference.core.specs import AnyVariant, ModelSpec, Variant
+from inference.core.specs import AnyVariant, ModelSpec, RecipeVariant, Variant
 from inference.engine.convert import ensure_recipe, ensure_variants
 from inference.engine.runners import LiteRTRunner, Runner
 from inference.formats.images import decode_image, preprocess
@@ -266,6 +266,13 @@ def search(
     probe = inputs.first(PROBE_IMAGES)  # also fails early when no image can be read
     float_file = ensure_variants(spec, [Variant.FP32], progress=progress)[Variant.FP32]
     base = variant_recipe(variant)
+    # A saved recipe variant was calibrated on its own images: every step is too, so the
+    # plain step is the very file the variant names.
+    calibration = (
+        [Path(p) for p in variant.calibration]
+        if isinstance(variant, RecipeVariant) and variant.calibration
+        else None
+    )
     float_correct = images = allowed = 0
     order: list[str] = list(ranking or [])
     steps: dict[int, SearchStep] = {}
@@ -275,7 +282,7 @@ def search(
         kept = tuple(order[:count])
         recipe = base.keeping_float(tuple(tensor_regex(t) for t in kept))
         start = time.perf_counter()
-        path = ensure_recipe(spec, recipe, progress=progress)
+        path = ensure_recipe(spec, recipe, progress=progress, calibration=calibration)
         built = time.perf_counter() - start
         made = recipe_variant_spec(spec, path, recipe.name)
         with LiteRTRunner(made, made.variants[0], path) as runner:
