@@ -169,7 +169,7 @@ with by_op:
 csv_cell, explorer_cell = st.columns(2)
 csv_cell.download_button(
     "Per-op report (CSV)",
-    damage.report_csv(report),
+    damage.report_csv(rows),
     file_name=f"{spec.name}-{label}-layers.csv",
     mime="text/csv",
     key="layers_csv",
@@ -213,7 +213,7 @@ if own is not None:
                 f"up to {check.max_output_difference:.3g}); it differs at: {', '.join(parts)}.",
                 icon=":material/warning:",
             )
-scan_recipe = candidate_recipe(spec, candidate, rebuilt, uploaded=own is not None)
+scan_recipe = candidate_recipe(candidate, rebuilt, uploaded=own is not None)
 if scan_recipe is None:
     st.info(
         f"{label} cannot be rebuilt by a recipe, so there is nothing to quantize one op at a "

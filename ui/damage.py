@@ -99,8 +99,9 @@ def report_rows(report: LayerReport) -> pd.DataFrame:
     return rows
 
 
-def report_csv(report: LayerReport) -> bytes:
-    return report_rows(report).to_csv(index=False).encode()
+def report_csv(rows: pd.DataFrame) -> bytes:
+    """:func:`report_rows` as CSV."""
+    return rows.to_csv(index=False).encode()
 
 
 @dataclass(frozen=True)

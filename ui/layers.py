@@ -278,7 +278,7 @@ def rebuilt_upload(spec: ModelSpec, own: ModelSpec, batches: Batches) -> Rebuilt
 
 
 def candidate_recipe(
-    spec: ModelSpec, candidate: AnyVariant, rebuilt: Rebuilt | None, *, uploaded: bool
+    candidate: AnyVariant, rebuilt: Rebuilt | None, *, uploaded: bool
 ) -> Recipe | None:
     """The recipe that makes the page's candidate from the float file, where there is one.
 

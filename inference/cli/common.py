@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, TypeAlias
 
+import numpy as np
+
 from inference.analysis.evaluate import LabelledSet, scan_folder, scan_zip
 from inference.analysis.layer_report import FloatSelection, LayerReport, compare_layers
 from inference.core.errors import InputError, UsageError
@@ -152,15 +154,19 @@ def ranking_report(
 ) -> LayerReport:
     """The plain recipe's layer report that ``--keep-worst`` ranks tensors by."""
     plain = ensure_recipe(spec, recipe, progress=progress, calibration=calibration)
-    pre = spec.preprocessing
     photos = (
         list(images)
         or calibration_images([spec.calibration_dir] if spec.calibration_dir else None)[
             :RANKING_IMAGES
         ]
     )
-    batches = [preprocess(decode_image(p, color_mode=pre.color_mode), pre) for p in photos]
-    return compare_layers(float_path(spec), plain, batches)
+    return compare_layers(float_path(spec), plain, preprocessed(spec, photos))
+
+
+def preprocessed(spec: ModelSpec, images: Sequence[str | Path]) -> list[np.ndarray]:
+    """Image files decoded and preprocessed for ``spec``, each ``(1, H, W, C)``."""
+    pre = spec.preprocessing
+    return [preprocess(decode_image(Path(p), color_mode=pre.color_mode), pre) for p in images]
 
 
 def resolve_model(args: argparse.Namespace) -> ModelSpec:

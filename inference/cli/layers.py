@@ -30,6 +30,7 @@ from inference.cli.common import (
     json_argument,
     keep_float_arguments,
     model_arguments,
+    preprocessed,
     print_json,
     progress,
     ranking_report,
@@ -39,7 +40,6 @@ from inference.cli.common import (
 from inference.core.errors import InputError, UsageError
 from inference.core.specs import ModelSpec, Variant
 from inference.engine.convert import ensure_recipe, ensure_variants
-from inference.formats.images import decode_image, preprocess
 from inference.formats.recipes import variant_recipe
 from inference.registry.catalog import resolve
 from inference.registry.user_models import custom_spec
@@ -106,8 +106,7 @@ def _rebuilt(
     tensors and outputs as the file, or which tensors differ.
     """
     scheme, plain = rebuild_scheme(spec, candidate)
-    pre = spec.preprocessing
-    inputs = [preprocess(decode_image(Path(p), color_mode=pre.color_mode), pre) for p in images]
+    inputs = preprocessed(spec, images)
     check = check_rebuild(candidate, plain, inputs[:4], scheme)
     if not check.same:
         differ = ", ".join(short_name(t) for t in (*check.missing, *check.differing)[:5])
@@ -143,9 +142,4 @@ def _inputs(args: argparse.Namespace) -> tuple[Path, Path, list[np.ndarray]]:
             images = [Path(p) for p in args.images]
             report = ranking_report(spec, base, None, images) if selection.worst else None
             candidate = ensure_recipe(spec, selection.apply(base, report), progress=progress)
-    pre = spec.preprocessing
-    batches = [
-        preprocess(decode_image(Path(image), color_mode=pre.color_mode), pre)
-        for image in args.images
-    ]
-    return reference, candidate, batches
+    return reference, candidate, preprocessed(spec, args.images)

@@ -25,6 +25,7 @@ from inference.cli.common import (
     load_labelled_set,
     model_arguments,
     positive_int,
+    preprocessed,
     print_json,
     progress,
     render,
@@ -33,7 +34,6 @@ from inference.cli.common import (
 from inference.core.errors import UsageError
 from inference.core.specs import ModelSpec, Variant
 from inference.engine.convert import ensure_recipe, ensure_variants
-from inference.formats.images import decode_image, preprocess
 from inference.formats.recipes import Recipe, load_recipe, variant_recipe
 from inference.registry.catalog import resolve
 
@@ -118,14 +118,10 @@ def _recipe(spec: ModelSpec, args: argparse.Namespace) -> Recipe:
 
 
 def _inputs(spec: ModelSpec, args: argparse.Namespace) -> tuple[list[np.ndarray], list[int] | None]:
-    pre = spec.preprocessing
     if args.data is None:
         if len(args.images) > MAX_SCAN_IMAGES:
             raise UsageError(f"{len(args.images)} images; at most {MAX_SCAN_IMAGES} are accepted")
-        images = [
-            preprocess(decode_image(Path(p), color_mode=pre.color_mode), pre) for p in args.images
-        ]
-        return images, None
+        return preprocessed(spec, args.images), None
     dataset = load_labelled_set(args.data, spec.labels)
     if len(dataset.images) > MAX_SCAN_IMAGES:
         raise UsageError(
