@@ -20,12 +20,13 @@ from typing import NoReturn, TypeAlias
 
 import numpy as np
 
-from inference.analysis.evaluate import LabelledSet, scan_folder, scan_zip
 from inference.analysis.layer_report import FloatSelection, LayerReport, compare_layers
 from inference.core.errors import InputError, UsageError
 from inference.core.specs import NORMALIZE_HELP, ModelSpec
 from inference.engine.convert import ensure_recipe, float_path
+from inference.engine.executors import Engine, open_engine
 from inference.formats.calibration import calibration_images
+from inference.formats.datasets import LabelledSet, open_labelled
 from inference.formats.images import decode_image, preprocess
 from inference.formats.recipes import Recipe
 from inference.registry.catalog import resolve_spec
@@ -79,6 +80,29 @@ def format_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--json", dest="format", action="store_const", const="json", help="same as --format json"
     )
+
+
+def engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` (local processes) and ``--ray ADDRESS``: where the images are run."""
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="local worker processes (default: one per core; 1 = in this process)",
+    )
+    parser.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster: its address, or 'auto' (default: $QUANTLENS_RAY_ADDRESS)",
+    )
+
+
+def open_engine_for(args: argparse.Namespace) -> Engine:
+    """The engine ``--workers``/``--ray`` ask for, announced on stderr."""
+    engine = open_engine(args.workers, args.ray)
+    print(f"{engine.description}", file=sys.stderr, flush=True)
+    return engine
 
 
 def print_json(value: object) -> None:
@@ -189,10 +213,8 @@ def progress(message: str, fraction: float) -> None:
 
 
 def load_labelled_set(data: Path, labels: tuple[str, ...]) -> LabelledSet:
-    """A labelled folder, or a zip of up to 20 000 images read member by member from disk."""
-    if data.suffix.lower() == ".zip" and data.is_file():
-        return scan_zip(data, labels, name=data.name)
-    return scan_folder(data, labels)
+    """A labelled folder, zip, CSV manifest, Parquet or WebDataset tar, streamed from disk."""
+    return open_labelled(data, labels)
 
 
 def render(rows: list[dict[str, object]], fmt: str) -> str:

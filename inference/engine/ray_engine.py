@@ -1,0 +1,259 @@
+"""Shard jobs on a Ray cluster: Ray Data streams reads and preprocessing into an actor pool.
+
+The pipeline is the local unit (:mod:`inference.engine.shards`) cut at its
+stages, so the answers are the same as in one process:
+
+1. ``flat_map``: each shard's records, read on a node (:func:`read_shard`);
+2. ``map_batches``: decode and preprocess (:func:`prepare`), on any node, while
+   the models run on others;
+3. ``map_batches`` on an actor pool: each actor loads the variant files once
+   (LiteRT, one thread; never TensorFlow) and answers batch after batch.
+
+Only plain data crosses: pickled shards, encoded bytes, float32 arrays and
+file paths. The paths (the set, the ``.tflite`` files) must be readable on
+every node: one machine, or a folder every node mounts. This module imports
+Ray; nothing else in the project does, and it is imported only when a cluster
+address is configured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from inference.core.errors import UsageError
+from inference.core.specs import AnyVariant, ModelSpec
+from inference.engine.runners import Runner
+from inference.engine.shards import TOP, Engine, ShardJob, ShardResult, VariantModels, prepare
+from inference.formats.datasets import BATCH_SIZE, Record, read_shard
+
+__all__ = ["RayEngine", "connect"]
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch (read when Ray is imported) that makes it name this node 127.0.0.1."""
+
+
+def _import_ray(address: str) -> Any:
+    host = urlparse(address if "://" in address else f"ray://{address}").hostname or ""
+    if host in _LOOPBACK:
+        # Ray rewrites a loopback address to the address it sees the world from (it
+        # "connects" a UDP socket to 8.8.8.8), where a cluster kept on loopback does not
+        # listen; this switch makes it keep 127.0.0.1. Read at import: set it first.
+        os.environ.setdefault(_LOOPBACK_ONLY, "0")
+    try:
+        ray = importlib.import_module("ray")
+        importlib.import_module("ray.data")
+    except ImportError:
+        raise UsageError(
+            "a Ray address is configured but Ray is not installed: "
+            "pip install -r requirements-cluster.txt"
+        ) from None
+    if host in _LOOPBACK and os.environ.get(_LOOPBACK_ONLY) == "0":
+        importlib.import_module("ray._private.ray_constants").ENABLE_RAY_CLUSTER = False
+    return ray
+
+
+def connect(address: str) -> Any:
+    """Join the cluster at ``address`` (``auto``: the one on this machine) once per process.
+
+    Returns:
+        The ``ray`` module.
+
+    Raises:
+        UsageError: Ray is not installed, or the cluster cannot be reached.
+    """
+    ray = _import_ray(address)
+    if ray.is_initialized():
+        return ray
+    host = urlparse(address if "://" in address else f"ray://{address}").hostname or ""
+    options: dict[str, Any] = {}
+    if host in _LOOPBACK:
+        options["_node_ip_address"] = "127.0.0.1"
+    try:
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            # The workers import this project from the driver's copy, wherever they run.
+            runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]},
+            **options,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UsageError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    return ray
+
+
+def _cpu_nodes(ray: Any) -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+
+
+def _read(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Stage 1: a shard's records as rows (encoded bytes); problems as rows of their own."""
+    shard = pickle.loads(row["shard"])
+    rows = []
+    for item in read_shard(shard):
+        if isinstance(item, str):
+            rows.append({"shard": shard.index, "offset": -1, "name": "", "label": -1,
+                         "data": b"", "problem": item})  # fmt: skip
+            continue
+        data = item.data
+        if isinstance(data, Path):
+            try:
+                data = data.read_bytes()
+            except OSError as exc:
+                rows.append({"shard": shard.index, "offset": -1, "name": item.name, "label": -1,
+                             "data": b"", "problem": f"{item.name}: {exc.strerror}"})  # fmt: skip
+                continue
+        rows.append({"shard": item.shard, "offset": item.offset, "name": item.name,
+                     "label": item.label, "data": data, "problem": ""})  # fmt: skip
+    return rows
+
+
+def _prepare(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Stage 2: decode and preprocess; a row that fails keeps its place with its problem."""
+    count = len(batch["offset"])
+    problems = [str(p) for p in batch["problem"]]
+    records = [
+        Record(
+            int(batch["shard"][i]),
+            int(batch["offset"][i]),
+            str(batch["name"][i]),
+            int(batch["label"][i]),
+            bytes(batch["data"][i]),
+        )
+        for i in range(count)
+        if not problems[i]
+    ]
+    prepared = prepare(records, spec)
+    inputs = np.zeros((count, *spec.preprocessing.input_shape), np.float32)
+    ok = np.zeros(count, bool)
+    keys = zip(batch["shard"].tolist(), batch["offset"].tolist(), strict=True)
+    where = {key: i for i, key in enumerate(keys)}
+    done = zip(prepared.shard.tolist(), prepared.offsets.tolist(), strict=True)
+    for row, key in enumerate(done):
+        inputs[where[key]] = prepared.inputs[row]
+        ok[where[key]] = True
+    failed = iter(prepared.problems)
+    for i in range(count):
+        if not problems[i] and not ok[i]:
+            problems[i] = next(failed, "unreadable image")
+    share = max(1, int(ok.sum()))
+    return {
+        "shard": batch["shard"],
+        "offset": batch["offset"],
+        "label": batch["label"],
+        "input": inputs,
+        "problem": np.asarray(problems, dtype=object),
+        "decode_s": np.full(count, prepared.decode_s / share),
+        "preprocess_s": np.full(count, prepared.preprocess_s / share),
+    }
+
+
+class _Infer:
+    """Stage 3, an actor: the variant files loaded once, then batch after batch."""
+
+    def __init__(self, spec: ModelSpec, files: Sequence[tuple[AnyVariant, str]]) -> None:
+        self.models = VariantModels(spec, files, threads=1)
+        self.node = importlib.import_module("ray").get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = len(batch["offset"])
+        ok = np.asarray([not p for p in batch["problem"]], bool)
+        top, confidence, seconds = self.models(np.asarray(batch["input"])[ok])
+        out = {k: batch[k] for k in ("shard", "offset", "label", "problem", "decode_s",
+                                     "preprocess_s")}  # fmt: skip
+        share = max(1, int(ok.sum()))
+        for name in self.models.runners:
+            full = np.full((count, TOP), -1, np.int16)
+            full[ok] = top[name]
+            sure = np.zeros(count, np.float32)
+            sure[ok] = confidence[name]
+            out[f"top {name}"] = full
+            out[f"confidence {name}"] = sure
+            out[f"inference {name}"] = np.full(count, seconds[name] / share)
+        out["node"] = np.full(count, self.node, dtype=object)
+        out["tensorflow"] = np.full(count, "tensorflow" in sys.modules)
+        return out
+
+
+class RayEngine(Engine):
+    """A Ray cluster: the shards stream through Ray Data, the models on an actor pool."""
+
+    kind = "ray"
+    threads = 1
+
+    def __init__(self, address: str) -> None:
+        self._ray = connect(address)
+        self.address = address
+        nodes = _cpu_nodes(self._ray)
+        self.nodes = len(nodes)
+        self.workers = max(1, int(sum(n["Resources"]["CPU"] for n in nodes)))
+
+    def run(
+        self, jobs: Sequence[ShardJob], runners: Mapping[AnyVariant, Runner] | None = None
+    ) -> Iterator[ShardResult]:
+        if not jobs:
+            return
+        ray = self._ray
+        spec, files = jobs[0].spec, jobs[0].files
+        names = [variant.value for variant, _ in files]
+        dataset = (
+            ray.data.from_items([{"shard": pickle.dumps(job.shard)} for job in jobs])
+            # Reading and preprocessing take a quarter of a CPU each, so they run beside
+            # the actors (three quarters: one per 1-CPU node) and decode while they infer.
+            .flat_map(_read, num_cpus=0.25)
+            .map_batches(
+                _prepare,
+                fn_kwargs={"spec": spec},
+                batch_size=BATCH_SIZE,
+                batch_format="numpy",
+                num_cpus=0.25,
+            )
+            .map_batches(
+                _Infer,
+                fn_constructor_kwargs={"spec": spec, "files": files},
+                compute=ray.data.ActorPoolStrategy(size=self.workers),
+                batch_size=BATCH_SIZE,
+                batch_format="numpy",
+                num_cpus=0.75,
+            )
+        )
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            yield from _results(batch, names)
+
+
+def _results(batch: dict[str, np.ndarray], names: Sequence[str]) -> Iterator[ShardResult]:
+    """One result per node that answered rows of ``batch``."""
+    problems = [str(p) for p in batch["problem"]]
+    ok = np.asarray([not p for p in problems], bool)
+    nodes = np.asarray(batch["node"]).astype(str)
+    for node in dict.fromkeys(nodes):
+        mine = nodes == node
+        rows = mine & ok
+        yield ShardResult(
+            shards=np.asarray(batch["shard"])[rows].astype(np.int64),
+            offsets=np.asarray(batch["offset"])[rows].astype(np.int64),
+            labels=np.asarray(batch["label"])[rows].astype(np.int32),
+            top={n: np.asarray(batch[f"top {n}"])[rows] for n in names},
+            confidence={n: np.asarray(batch[f"confidence {n}"])[rows] for n in names},
+            problems=[p for p, m in zip(problems, mine, strict=True) if m and p],
+            seconds={
+                "decode": float(np.sum(batch["decode_s"][rows])),
+                "preprocess": float(np.sum(batch["preprocess_s"][rows])),
+                **{f"inference {n}": float(np.sum(batch[f"inference {n}"][rows])) for n in names},
+            },
+            node=node,
+            tensorflow_loaded=bool(np.any(np.asarray(batch["tensorflow"])[mine])),
+        )
