@@ -26,6 +26,7 @@ import streamlit as st
 from inference import InputError, Variant, get_spec
 from inference.analysis import search as autoquant_module
 from inference.analysis.evaluate import labelled_set, scan_folder, scan_zip
+from inference.engine import shards as shards_module
 from inference.engine.runners import LiteRTRunner
 from inference.formats.images import decode_image, preprocess
 from tests.conftest import REPO_ROOT, RunnerPool
@@ -155,7 +156,7 @@ def fake_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeSearch:
 
 
 def _count_alive_preprocessed(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Wrap the search's ``preprocess``: how many of its outputs are alive at most, at once."""
+    """Wrap the search's ``preprocess`` (the shard unit's): how many of its outputs are alive at most, at once."""
     counts = {"alive": 0, "peak": 0, "made": 0}
 
     def gone() -> None:
@@ -170,7 +171,8 @@ def _count_alive_preprocessed(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]
         weakref.finalize(out if out.base is None else out.base, gone)
         return out
 
-    monkeypatch.setattr(autoquant_module, "preprocess", counting)
+    # The search preprocesses through the unit every engine runs (inference.engine.shards).
+    monkeypatch.setattr(shards_module, "preprocess", counting)
     return counts
 
 

@@ -39,14 +39,15 @@ from pathlib import Path
 import numpy as np
 
 from inference.analysis.benchmark import median_ms
-from inference.analysis.evaluate import BATCH_SIZE, LabelledSet
+from inference.analysis.evaluate import BATCH_SIZE, LabelledSet, run_answers
 from inference.analysis.layer_report import compare_layers
 from inference.core.child_process import Progress
 from inference.core.errors import InputError
 from inference.core.specs import AnyVariant, ModelSpec, RecipeVariant, Variant
 from inference.engine.convert import ensure_recipe, ensure_variants
-from inference.engine.runners import LiteRTRunner, Runner
-from inference.formats.images import decode_image, preprocess
+from inference.engine.runners import LiteRTRunner
+from inference.engine.shards import Engine, batched, prepare
+from inference.formats.datasets import Shard
 from inference.formats.recipes import tensor_regex, variant_recipe
 from inference.registry.user_models import recipe_variant_spec
 
@@ -132,9 +133,9 @@ class LabelledInputs:
 
     Each pass (:meth:`batches`) yields ``(inputs, labels)`` batches of at most
     :data:`~inference.analysis.evaluate.BATCH_SIZE` images; unreadable images are
-    skipped (:func:`~inference.analysis.evaluate.evaluate` reports them). Batches are
-    kept for the next pass while they fit ``cache_bytes``; the rest is decoded
-    again each time.
+    skipped (:func:`~inference.analysis.evaluate.evaluate` reports them). The first
+    shards' batches are kept for the next pass while they fit ``cache_bytes``; the
+    other shards are read and decoded again each time.
     """
 
     def __init__(
@@ -146,45 +147,37 @@ class LabelledInputs:
         cache_bytes: int | None = None,
     ) -> None:
         self.spec = spec
-        self.dataset = dataset
+        # Shards of one batch where the listing allows it: the cache keeps whole shards.
+        self.dataset = dataset.with_shard_size(batch_size)
         self.batch_size = batch_size
         self.cache_bytes = INPUT_CACHE_BYTES if cache_bytes is None else cache_bytes
-        self._cached: list[tuple[np.ndarray, np.ndarray]] = []
+        self._cached: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._cached_bytes = 0
-        self._resume = 0
-        """Index in the set where the cached batches end."""
         self._caching = True
 
-    def _read(self, start: int) -> tuple[np.ndarray, np.ndarray] | None:
-        pre = self.spec.preprocessing
-        inputs, labels = [], []
-        for item in self.dataset.images[start : start + self.batch_size]:
-            try:
-                image = decode_image(item.source, name=item.name, color_mode=pre.color_mode)
-            except InputError:
-                continue  # evaluate() reports unreadable images; the search just skips them
-            inputs.append(preprocess(image, pre)[0])
-            labels.append(item.label)
-        if not inputs:
-            return None
-        return np.stack(inputs), np.asarray(labels)
+    def _read(self, shard: Shard) -> list[tuple[np.ndarray, np.ndarray]]:
+        found = []
+        for items in batched(self.dataset.read(shard), self.batch_size):
+            prepared = prepare(items, self.spec)  # unreadable images: evaluate() reports them
+            if len(prepared.labels):
+                found.append((prepared.inputs, prepared.labels.astype(np.int64)))
+        return found
 
     def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """One pass over every readable image, in the set's order."""
-        yield from self._cached
-        for start in range(self._resume, len(self.dataset.images), self.batch_size):
-            batch = self._read(start)
-            if self._caching and start == self._resume:
-                size = 0 if batch is None else batch[0].nbytes
+        for shard in self.dataset.shards:
+            if shard.index in self._cached:
+                yield from self._cached[shard.index]
+                continue
+            found = self._read(shard)
+            if self._caching:
+                size = sum(inputs.nbytes for inputs, _ in found)
                 if self._cached_bytes + size <= self.cache_bytes:
-                    if batch is not None:
-                        self._cached.append(batch)
-                        self._cached_bytes += size
-                    self._resume = start + self.batch_size
+                    self._cached[shard.index] = found
+                    self._cached_bytes += size
                 else:
-                    self._caching = False
-            if batch is not None:
-                yield batch
+                    self._caching = False  # only a prefix is kept: later passes read the rest
+            yield from found
 
     def first(self, count: int) -> list[np.ndarray]:
         """The first ``count`` readable images, each ``(1, H, W, C)``, decoded on their own.
@@ -192,16 +185,16 @@ class LabelledInputs:
         Raises:
             InputError: None of the images can be read.
         """
-        pre = self.spec.preprocessing
         found: list[np.ndarray] = []
-        for item in self.dataset.images:
+        for shard in self.dataset.shards:
+            for item in self.dataset.read(shard):
+                if len(found) == count:
+                    break
+                prepared = prepare([item], self.spec)
+                if len(prepared.labels):
+                    found.append(prepared.inputs)
             if len(found) == count:
                 break
-            try:
-                image = decode_image(item.source, name=item.name, color_mode=pre.color_mode)
-            except InputError:
-                continue
-            found.append(preprocess(image, pre))
         if not found:
             raise InputError("none of the labelled images could be read")
         return found
@@ -222,8 +215,24 @@ def labelled_inputs(spec: ModelSpec, dataset: LabelledSet) -> tuple[np.ndarray, 
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
-def _correct(runners: Sequence[Runner], inputs: LabelledInputs) -> tuple[list[int], int]:
-    """Images each runner gets right on one pass over the set, and the images scored."""
+def _correct(
+    runners: Sequence[LiteRTRunner], inputs: LabelledInputs, engine: Engine | None = None
+) -> tuple[list[int], int]:
+    """Images each runner gets right on one pass over the set, and the images scored.
+
+    In this process the preprocessed inputs kept between steps are reused; on a
+    pool or a cluster the workers read the set and get the runners' files.
+    """
+    if engine is not None and engine.kind != "process":
+        files = [(runner.variant, str(runner.path)) for runner in runners]
+        answers = run_answers(inputs.spec, inputs.dataset, files=files, engine=engine).ordered()
+        if not len(answers.labels):
+            raise InputError("none of the labelled images could be read")
+        right = [
+            int(np.count_nonzero(answers.top[r.variant.value][:, 0] == answers.labels))
+            for r in runners
+        ]
+        return right, len(answers.labels)
     right = [0] * len(runners)
     scored = 0
     for batch, labels in inputs.batches():
@@ -244,6 +253,7 @@ def search(
     ranking: Sequence[str] | None = None,
     on_step: Callable[[SearchStep], None] | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> SearchResult:
     """The smallest file of ``variant`` with some ops in float whose drop fits ``max_drop`` points.
 
@@ -256,6 +266,8 @@ def search(
             (a sensitivity scan's); default: each op's own error on a few images.
         on_step: Called with each measured step.
         progress: Called with (message, fraction) while files are built.
+        engine: Where each step's pass over the set runs (default: this process,
+            which keeps preprocessed images between steps).
 
     Raises:
         InputError: The variant is not made by a recipe, or no image can be read.
@@ -263,6 +275,10 @@ def search(
     if not variant.is_quantized:
         raise InputError(f"expected a quantized variant to search from; received {variant.value!r}")
     inputs = LabelledInputs(spec, dataset)
+    image_bytes = 4 * math.prod(spec.preprocessing.input_shape)
+    fits_here = dataset.count is not None and dataset.count * image_bytes <= inputs.cache_bytes
+    if engine is not None and engine.kind == "pool" and fits_here:
+        engine = None  # the whole set stays preprocessed here: faster than workers decoding
     probe = inputs.first(PROBE_IMAGES)  # also fails early when no image can be read
     float_file = ensure_variants(spec, [Variant.FP32], progress=progress)[Variant.FP32]
     base = variant_recipe(variant)
@@ -288,10 +304,11 @@ def search(
         with LiteRTRunner(made, made.variants[0], path) as runner:
             if not steps:  # the plain variant: scored in the same pass as the float file
                 with LiteRTRunner(spec, Variant.FP32, float_file) as float_runner:
-                    (float_correct, correct), images = _correct([float_runner, runner], inputs)
+                    pair = [float_runner, runner]
+                    (float_correct, correct), images = _correct(pair, inputs, engine)
                 allowed = allowed_images(max_drop, images)
             else:
-                (correct,), _ = _correct([runner], inputs)
+                (correct,), _ = _correct([runner], inputs, engine)
             lost = float_correct - correct
             step = SearchStep(
                 kept=kept,

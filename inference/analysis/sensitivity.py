@@ -34,6 +34,7 @@ from inference.core.errors import ConversionError, InputError
 from inference.core.machine import default_threads
 from inference.core.paths import cache_dir
 from inference.core.specs import ModelSpec
+from inference.engine.shards import Engine
 from inference.formats.calibration import calibration_images
 from inference.formats.recipes import Recipe
 from inference.formats.tflite_file import model_outputs
@@ -102,6 +103,10 @@ class SensitivityScan:
     workers: int
     seconds: float
     float_accuracy: float | None = None
+    engine: str = ""
+    """Where the targets ran: local worker processes, or a Ray cluster and its nodes."""
+    nodes: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Targets each Ray node measured (empty for a local scan)."""
 
     def rank_of(self, tensor: str) -> int | None:
         return next((r.rank for r in self.records if r.tensor == tensor), None)
@@ -111,6 +116,8 @@ class SensitivityScan:
             "recipe": self.recipe,
             "images": self.images,
             "workers": self.workers,
+            "engine": self.engine,
+            "nodes": [{"node": node, "targets": count} for node, count in self.nodes.items()],
             "seconds": round(self.seconds, 2),
             "float_accuracy": self.float_accuracy,
             "records": [r.as_dict() for r in self.records],
@@ -182,6 +189,7 @@ def sensitivity_scan(
     workers: int | None = None,
     calibration: Sequence[Path] | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> SensitivityScan:
     """Scan every op (or block) of ``float_path`` under ``recipe`` on ``inputs``.
 
@@ -192,9 +200,11 @@ def sensitivity_scan(
         inputs: Preprocessed ``(1, H, W, C)`` images.
         labels: Their classes, for the accuracy drop.
         block: A regex with one group naming a block (see :func:`scan_targets`).
-        workers: Parallel child processes (default: one per core).
+        workers: Parallel child processes (default: one per core, or the pool's).
         calibration: Calibration images (default: the model's set).
         progress: Called with (message, fraction done).
+        engine: A Ray engine runs each target as a task on the cluster; a local pool
+            sets the number of child processes.
 
     Raises:
         InputError: No images, too many, or a bad ``block``.
@@ -209,8 +219,14 @@ def sensitivity_scan(
         )
     start = time.perf_counter()
     targets = scan_targets(float_path, block)
+    on_ray = engine is not None and engine.kind == "ray"
+    if engine is not None and not on_ray:
+        workers = workers or engine.workers
     workers = max(1, min(workers or default_threads(), len(targets)))
-    with tempfile.TemporaryDirectory(prefix="quantlens-scan-") as folder:
+    # In the cache folder: on a cluster, a folder every node can read (as the set is).
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    nodes: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="scan-", dir=cache_dir()) as folder:
         work = Path(folder)
         # The images go to disk one by one (the children map them): 2 000 photos at
         # 224x224 are 1.2 GB, more than a page may hold.
@@ -248,9 +264,8 @@ def sensitivity_scan(
                 if progress:
                     progress(message, sum(done) / len(targets))
 
-        def scan(worker: int) -> list[dict[str, Any]]:
-            share = targets[worker::workers]
-            request = {
+        def scan_request(share: Sequence[Target]) -> dict[str, Any]:
+            return {
                 **base,
                 "job": "scan",
                 "targets": [{"name": t.name, "regex": t.regex} for t in share],
@@ -259,11 +274,18 @@ def sensitivity_scan(
                 "labels": str(work / "labels.npy") if labels is not None else None,
                 "ranges": str(work / "ranges.pkl") if calibrated else None,
             }
+
+        def scan(worker: int) -> list[dict[str, Any]]:
+            request = scan_request(targets[worker::workers])
             answer = _child(f"scan-{worker}", request, lambda m, f: report(worker, m, f))
             return answer["records"]
 
-        with ThreadPoolExecutor(workers) as pool:
-            measured = [r for part in pool.map(scan, range(workers)) for r in part]
+        if on_ray:
+            measured, nodes = _scan_on_ray(engine, targets, scan_request, progress)
+            workers = engine.workers
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                measured = [r for part in pool.map(scan, range(workers)) for r in part]
     by_name = {t.name: t for t in targets}
     n = len(inputs)
     order = sorted(measured, key=lambda r: (r["output_snr_db"], r["agreement"]))
@@ -288,7 +310,29 @@ def sensitivity_scan(
         workers=workers,
         seconds=time.perf_counter() - start,
         float_accuracy=None if float_correct is None else float_correct / n,
+        engine=engine.description if on_ray else f"{workers} local worker process(es)",
+        nodes=nodes,
     )
+
+
+def _scan_on_ray(
+    engine: Any,
+    targets: Sequence[Target],
+    request: Any,
+    progress: Progress | None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Each target a Ray task (the child's job, run on a node): independent builds fan out."""
+    measured: list[dict[str, Any]] = []
+    nodes: dict[str, int] = {}
+    requests = [request([target]) for target in targets]
+    for done, (_, answer) in enumerate(
+        engine.call("inference.engine.workers.sensitivity", requests), start=1
+    ):
+        measured.extend(answer["records"])
+        nodes[answer["node"]] = nodes.get(answer["node"], 0) + len(answer["records"])
+        if progress:
+            progress(f"{engine.description}: {done}/{len(targets)} targets", done / len(targets))
+    return measured, nodes
 
 
 def _calibration_dirs(spec: ModelSpec) -> list[Path] | None:

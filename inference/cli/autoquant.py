@@ -20,9 +20,11 @@ from inference.analysis.sensitivity import MAX_SCAN_IMAGES, sensitivity_scan
 from inference.cli.common import (
     Subcommands,
     add_command,
+    engine_arguments,
     json_argument,
     load_labelled_set,
     model_arguments,
+    open_engine_for,
     positive_int,
     print_json,
     progress,
@@ -30,6 +32,7 @@ from inference.cli.common import (
 )
 from inference.core.specs import AnyVariant, ModelSpec, Variant
 from inference.engine.convert import ensure_variants
+from inference.engine.shards import Engine
 from inference.formats.recipes import variant_recipe
 from inference.registry.catalog import resolve
 
@@ -42,7 +45,10 @@ def register(subcommands: Subcommands) -> None:
     )
     model_arguments(parser)
     parser.add_argument(
-        "--data", type=Path, required=True, help="folder (or .zip) with one sub-folder per class"
+        "--data",
+        type=Path,
+        required=True,
+        help="a labelled folder, .zip, path,label .csv, .parquet or WebDataset .tar shards",
     )
     parser.add_argument(
         "--max-drop",
@@ -60,6 +66,7 @@ def register(subcommands: Subcommands) -> None:
         help="order the ops by a sensitivity scan on the set's first N images (default: by "
         "each op's own error)",
     )
+    engine_arguments(parser)
     json_argument(parser)
 
 
@@ -75,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
                   f"{step.size_bytes / 1e6:.2f} MB  built in {step.build_seconds:.1f} s",
                   flush=True)  # fmt: skip
 
-    ranking = _scan_ranking(spec, variant, dataset, args.scan) if args.scan else None
-    result = search(spec, dataset, max_drop=args.max_drop, variant=variant, ranking=ranking,
-                    on_step=show, progress=progress)  # fmt: skip
+    with open_engine_for(args) as engine:
+        ranking = _scan_ranking(spec, variant, dataset, args.scan, engine) if args.scan else None
+        result = search(spec, dataset, max_drop=args.max_drop, variant=variant, ranking=ranking,
+                        on_step=show, progress=progress, engine=engine)  # fmt: skip
     chosen = result.chosen
     if args.json:
         print_json({"model": spec.name, "variant": variant.value, **result.as_dict()})
@@ -95,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _scan_ranking(
-    spec: ModelSpec, variant: AnyVariant, dataset: LabelledSet, images: int
+    spec: ModelSpec, variant: AnyVariant, dataset: LabelledSet, images: int, engine: Engine
 ) -> list[str]:
     """Tensors by a sensitivity scan on the set's first ``images`` images, worst first."""
     inputs = LabelledInputs(spec, dataset).first(min(images, MAX_SCAN_IMAGES))
     float_file = ensure_variants(spec, [Variant.FP32], progress=progress)[Variant.FP32]
-    scan = sensitivity_scan(spec, float_file, variant_recipe(variant), inputs, progress=progress)
+    scan = sensitivity_scan(spec, float_file, variant_recipe(variant), inputs, progress=progress,
+                            engine=engine)  # fmt: skip
     return [record.tensor for record in scan.records]

@@ -212,6 +212,14 @@ def progress(message: str, fraction: float) -> None:
     print(f"convert: {fraction:4.0%} {message}", file=sys.stderr, flush=True)
 
 
+def run_progress(message: str, fraction: float) -> None:
+    """Progress of a run over a set, on stderr, at most every tenth of the way."""
+    step = int(fraction * 10)
+    if step != getattr(run_progress, "last", None) or fraction >= 1.0:
+        run_progress.last = step  # type: ignore[attr-defined]
+        print(f"run: {fraction:4.0%} {message}", file=sys.stderr, flush=True)
+
+
 def load_labelled_set(data: Path, labels: tuple[str, ...]) -> LabelledSet:
     """A labelled folder, zip, CSV manifest, Parquet or WebDataset tar, streamed from disk."""
     return open_labelled(data, labels)

@@ -1,9 +1,13 @@
-"""``evaluate``: accuracy of every variant of a model on a labelled folder (or zip).
+"""``evaluate``: accuracy of every variant of a model on a labelled set.
 
-It prints accuracy, top-5, agreement with the reference variant and median
-time per variant, then per-class accuracy (``--format markdown``; ``csv`` gives
-the summary alone). ``--json`` (same as ``--format json``) adds the confusion
-matrices and the files that were skipped.
+The set is a folder of class folders, a zip, a CSV manifest, Parquet or
+WebDataset tar shards, streamed; it runs on local worker processes (one per
+core by default, ``--workers``) or a Ray cluster (``--ray``). It prints
+accuracy, top-5, agreement with the reference variant and time per image per
+variant, then per-class accuracy (``--format markdown``; ``csv`` gives the
+summary alone). ``--json`` (same as ``--format json``) adds the run (images,
+images per second, each stage's share, the nodes that worked and their
+share), the confusion matrices and the files that were skipped.
 """
 
 from __future__ import annotations
@@ -12,17 +16,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from inference.analysis.evaluate import evaluate
+from inference.analysis.evaluate import Evaluation, evaluate
 from inference.cli.common import (
     Subcommands,
     add_command,
+    engine_arguments,
     format_arguments,
     load_labelled_set,
     model_arguments,
+    open_engine_for,
     print_json,
     progress,
     render,
     resolve_model,
+    run_progress,
 )
 from inference.registry.catalog import resolve
 from inference.registry.loading import load_runners
@@ -34,9 +41,14 @@ def register(subcommands: Subcommands) -> None:
     )
     model_arguments(parser)
     parser.add_argument(
-        "--data", type=Path, required=True, help="folder (or .zip) with one sub-folder per class"
+        "--data",
+        type=Path,
+        required=True,
+        help="a folder (or .zip) with one sub-folder per class, a path,label .csv, "
+        ".parquet or WebDataset .tar shards",
     )
     parser.add_argument("--variants", default="all", help="comma-separated variants, or 'all'")
+    engine_arguments(parser)
     format_arguments(parser)
 
 
@@ -45,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     _, variants = resolve(spec, args.variants)
     dataset = load_labelled_set(args.data, spec.labels)
     runners = dict(zip(variants, load_runners(spec, variants, progress=progress), strict=True))
-    report = evaluate(spec, runners, dataset)
+    with open_engine_for(args) as engine:
+        report = evaluate(spec, runners, dataset, engine=engine, progress=run_progress)
     for problem in report.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     summary = [s.as_row() for s in report.scores]
@@ -55,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 "model": report.model,
                 "images": report.images,
                 "reference": report.reference.value,
+                "run": report.summary(),
                 "summary": summary,
                 "per_class": report.per_class_rows(),
                 "confusion": {s.variant.value: s.confusion.tolist() for s in report.scores},
@@ -67,7 +81,13 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "markdown":
         print(
             f"\n{report.images} images, {len(report.classes)} classes; agreement = same top-1 "
-            f"as {report.reference.value}\n"
+            f"as {report.reference.value}; {report.engine}, "
+            f"{report.images_per_second:.1f} images/s ({_shares(report)})\n"
         )
         print(render(report.per_class_rows(), "markdown"))
     return 0
+
+
+def _shares(report: Evaluation) -> str:
+    shares = report.stage_shares()
+    return ", ".join(f"{stage} {share:.0%}" for stage, share in shares.items())

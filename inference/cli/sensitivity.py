@@ -21,15 +21,17 @@ from inference.analysis.sensitivity import MAX_SCAN_IMAGES, ranking_agreement, s
 from inference.cli.common import (
     Subcommands,
     add_command,
+    engine_arguments,
     json_argument,
     load_labelled_set,
     model_arguments,
-    positive_int,
+    open_engine_for,
     preprocessed,
     print_json,
     progress,
     render,
     resolve_model,
+    run_progress,
 )
 from inference.core.errors import UsageError
 from inference.core.specs import ModelSpec, Variant
@@ -64,9 +66,7 @@ def register(subcommands: Subcommands) -> None:
         help=r"quantize one block at a time: a regex whose group names the block in tensor "
         r"names (e.g. 'blocks\.(\d+)\.')",
     )
-    parser.add_argument(
-        "--workers", type=positive_int, default=None, help="parallel processes (default: cores)"
-    )
+    engine_arguments(parser)
     json_argument(parser)
 
 
@@ -77,16 +77,18 @@ def run(args: argparse.Namespace) -> int:
     recipe = _recipe(spec, args)
     inputs, labels = _inputs(spec, args)
     float_file = ensure_variants(spec, [Variant.FP32], progress=progress)[Variant.FP32]
-    scan = sensitivity_scan(
-        spec,
-        float_file,
-        recipe,
-        inputs,
-        labels,
-        block=args.block,
-        workers=args.workers,
-        progress=lambda message, fraction: progress(message, fraction),
-    )
+    with open_engine_for(args) as engine:
+        scan = sensitivity_scan(
+            spec,
+            float_file,
+            recipe,
+            inputs,
+            labels,
+            block=args.block,
+            workers=args.workers,
+            progress=run_progress,
+            engine=engine,
+        )
     candidate = ensure_recipe(spec, recipe, progress=progress)
     report = compare_layers(float_file, candidate, inputs[:REPORT_IMAGES])
     agreement = ranking_agreement(report, scan) if args.block is None else None
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{spec.name} {recipe.name}: {len(scan.records)} targets on {scan.images} image(s) "
-        f"with {scan.workers} worker(s) in {scan.seconds:.1f} s"
+        f"({scan.engine}) in {scan.seconds:.1f} s"
     )
     rows = [{**r.as_dict(), "tensor": short_name(r.tensor)} for r in scan.records[:10]]
     print("\n" + render(rows, "markdown"))
@@ -123,13 +125,16 @@ def _inputs(spec: ModelSpec, args: argparse.Namespace) -> tuple[list[np.ndarray]
             raise UsageError(f"{len(args.images)} images; at most {MAX_SCAN_IMAGES} are accepted")
         return preprocessed(spec, args.images), None
     dataset = load_labelled_set(args.data, spec.labels)
-    if len(dataset.images) > MAX_SCAN_IMAGES:
+    if dataset.count is not None and dataset.count > MAX_SCAN_IMAGES:
         raise UsageError(
-            f"{args.data}: {len(dataset.images)} images; a scan runs every op on each, so at "
+            f"{args.data}: {dataset.count} images; a scan runs every op on each, so at "
             f"most {MAX_SCAN_IMAGES} are accepted"
         )
     inputs, labels = [], []
     for batch, classes in LabelledInputs(spec, dataset, cache_bytes=0).batches():
         inputs += [row[None] for row in batch]
         labels += [int(c) for c in classes]
+        if len(inputs) > MAX_SCAN_IMAGES:  # a stream whose count was not known on opening
+            raise UsageError(f"{args.data}: more than {MAX_SCAN_IMAGES} images; a scan runs "
+                             "every op on each")  # fmt: skip
     return inputs, labels

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from inference.core.errors import UsageError
+from inference.core.errors import ConversionError, UsageError
 from inference.core.specs import AnyVariant, ModelSpec
 from inference.engine.runners import Runner
 from inference.engine.shards import TOP, Engine, ShardJob, ShardResult, VariantModels, prepare
@@ -201,6 +201,34 @@ class RayEngine(Engine):
         self.nodes = len(nodes)
         self.workers = max(1, int(sum(n["Resources"]["CPU"] for n in nodes)))
 
+    def call(
+        self, module: str, requests: Sequence[dict[str, Any]]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Independent jobs as Ray tasks (one CPU each): ``(index, answer)`` as each finishes.
+
+        ``module`` is a worker module (:mod:`inference.engine.workers`) whose
+        ``handle(request)`` a child process would run; the answer gains ``node``.
+
+        Raises:
+            ConversionError: A task failed (its one-line reason).
+        """
+        ray = self._ray
+        remote = ray.remote(num_cpus=1, max_retries=0)(_call)
+        pending = {remote.remote(module, request): i for i, request in enumerate(requests)}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    index = pending.pop(ref)
+                    try:
+                        yield index, ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                        raise ConversionError(f"a Ray task failed: {first}") from None
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
     def run(
         self, jobs: Sequence[ShardJob], runners: Mapping[AnyVariant, Runner] | None = None
     ) -> Iterator[ShardResult]:
@@ -232,6 +260,13 @@ class RayEngine(Engine):
         )
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             yield from _results(batch, names)
+
+
+def _call(module: str, request: dict[str, Any]) -> dict[str, Any]:
+    """A Ray task: a worker module's ``handle(request)`` (the job a child process would run)."""
+    answer = importlib.import_module(module).handle(request)
+    node = importlib.import_module("ray").get_runtime_context().get_node_id()
+    return {**answer, "node": node, "tensorflow": "tensorflow" in sys.modules}
 
 
 def _results(batch: dict[str, np.ndarray], names: Sequence[str]) -> Iterator[ShardResult]:

@@ -94,6 +94,8 @@ class LabelledSet:
     """Every shard can be read by another process from its paths (not a zip given as bytes)."""
     _archive: bytes | None = field(default=None, repr=False, compare=False)
     """The zip's bytes when it was given in memory: its shards are read from here."""
+    _opened: list[zipfile.ZipFile] = field(default_factory=list, repr=False, compare=False)
+    """That archive, opened once (its directory parsed once) and shared by resharded copies."""
 
     def records(self) -> Iterator[Record | str]:
         """Every shard's records in order, and a problem line per image that cannot be used.
@@ -101,6 +103,10 @@ class LabelledSet:
         In this process a zip's directory is read once for all its shards (a worker given
         one shard by :func:`~inference.formats.shards.read_shard` reads it for that shard).
         """
+        if self._archive is not None:
+            for shard in self.shards:
+                yield from self.read(shard)
+            return
         try:
             archive = self._zip()
         except (zipfile.BadZipFile, OSError):
@@ -118,12 +124,15 @@ class LabelledSet:
         if self._archive is None:
             yield from read_shard(shard)
             return
-        with zipfile.ZipFile(io.BytesIO(self._archive)) as archive:
-            yield from zip_records(archive, shard)
+        archive = self._zip()
+        assert archive is not None
+        yield from zip_records(archive, shard)
 
     def _zip(self) -> zipfile.ZipFile | None:
         if self._archive is not None:
-            return zipfile.ZipFile(io.BytesIO(self._archive))
+            if not self._opened:  # one directory parse, shared with the listing
+                self._opened.append(zipfile.ZipFile(io.BytesIO(self._archive)))
+            return self._opened[0]
         if any(shard.kind == "zip" for shard in self.shards):
             return zipfile.ZipFile(self.shards[0].location)
         return None
@@ -180,8 +189,10 @@ class LabelledSet:
             )
 
     def __getstate__(self) -> dict[str, object]:
-        # The listing holds an open archive: it is rebuilt on use, never pickled.
-        return {k: v for k, v in self.__dict__.items() if k != "images"}
+        # The listing and the opened archive hold open files: rebuilt on use, never pickled.
+        state = {k: v for k, v in self.__dict__.items() if k != "images"}
+        state["_opened"] = []
+        return state
 
 
 def slice_listing(
