@@ -115,6 +115,8 @@ class Evaluation:
     """Seconds per stage summed over every worker: read, decode, preprocess, inference."""
     nodes: dict[str, int] = field(default_factory=dict)
     """Images each node (Ray) or process answered."""
+    tensorflow_on_workers: bool = False
+    """Whether any worker had TensorFlow imported (it never should)."""
 
     @property
     def images_per_second(self) -> float:
@@ -364,4 +366,5 @@ def evaluate(
         seconds=seconds,
         stages=dict(answers.seconds),
         nodes=dict(answers.nodes),
+        tensorflow_on_workers=answers.tensorflow_on_workers,
     )

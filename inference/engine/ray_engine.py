@@ -238,7 +238,9 @@ class RayEngine(Engine):
         spec, files = jobs[0].spec, jobs[0].files
         names = [variant.value for variant, _ in files]
         dataset = (
-            ray.data.from_items([{"shard": pickle.dumps(job.shard)} for job in jobs])
+            ray.data.from_items(
+                [{"shard": pickle.dumps(job.shard)} for job in jobs], override_num_blocks=len(jobs)
+            )
             # Reading and preprocessing take a quarter of a CPU each, so they run beside
             # the actors (three quarters: one per 1-CPU node) and decode while they infer.
             .flat_map(_read, num_cpus=0.25)

@@ -1,0 +1,210 @@
+"""Scale-out: the same answers in one process, on a local pool and on a two-node Ray cluster.
+
+The cluster is Ray's own ``ray.cluster_utils.Cluster`` on this machine: two
+nodes of one CPU each, on loopback only, started and shut down by the module
+fixture (never ``ray stop``). Answers are compared image by image with the
+in-process run, and the work must have landed on both nodes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference import Variant, get_spec
+from inference.analysis.evaluate import Evaluation, evaluate, scan_folder
+from inference.analysis.search import search
+from inference.analysis.sensitivity import sensitivity_scan
+from inference.core.paths import ASSETS_DIR
+from inference.engine.executors import InProcess, LocalPool, open_engine
+from inference.formats.datasets import open_labelled
+from inference.formats.recipes import variant_recipe
+from tests.conftest import REPO_ROOT, RunnerPool, run_cli
+
+FASHION = "fashion_mnist_cnn"
+SAMPLE = ASSETS_DIR / "fashion_mnist_sample"
+VARIANTS = (Variant.FP32, Variant.INT8)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[object]:
+    """Two Ray nodes of one CPU each on 127.0.0.1; shut down by this fixture alone."""
+    with pytest.MonkeyPatch.context() as patch:
+        # Ray names its node by the address it reaches the world from; keep loopback.
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"},
+        )
+        try:
+            cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+            cluster.wait_for_nodes()
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fashion(runners: RunnerPool) -> dict[Variant, object]:
+    return {v: runners.get(FASHION, v) for v in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def local_report(fashion: dict[Variant, object]) -> Evaluation:
+    spec = get_spec(FASHION)
+    return evaluate(spec, fashion, scan_folder(SAMPLE, spec.labels), engine=InProcess())
+
+
+def _same_answers(a: Evaluation, b: Evaluation) -> None:
+    assert a.images == b.images == 200
+    for left, right in zip(a.scores, b.scores, strict=True):
+        assert left.variant == right.variant
+        np.testing.assert_array_equal(left.top1, right.top1)
+        np.testing.assert_allclose(left.confidence, right.confidence, rtol=1e-6)
+        assert left.accuracy == right.accuracy and left.agreement == right.agreement
+        np.testing.assert_array_equal(left.confusion, right.confusion)
+
+
+def test_the_local_run_scores_the_sample_as_its_labels_say(local_report: Evaluation) -> None:
+    spec = get_spec(FASHION)
+    truth = np.asarray([image.label for image in scan_folder(SAMPLE, spec.labels).images])
+    for score in local_report.scores:
+        assert score.accuracy == pytest.approx(float(np.mean(score.top1 == truth)))
+        assert score.accuracy > 0.85
+    assert local_report.nodes and sum(local_report.nodes.values()) == 200
+
+
+def test_two_local_workers_give_the_same_answers(
+    fashion: dict[Variant, object], local_report: Evaluation
+) -> None:
+    spec = get_spec(FASHION)
+    with LocalPool(2) as pool:
+        report = evaluate(spec, fashion, scan_folder(SAMPLE, spec.labels), engine=pool)
+    _same_answers(local_report, report)
+    assert report.engine == "running on 2 local worker processes"
+    assert len(report.nodes) == 2 and min(report.nodes.values()) > 0  # both processes worked
+    assert not report.tensorflow_on_workers
+
+
+def _parquet_copy(folder: Path, out: Path, labels: tuple[str, ...]) -> Path:
+    """The sample as one Parquet file of encoded PNG bytes and class names, 4 row groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dataset = scan_folder(folder, labels)
+    rows = [(Path(i.location).read_bytes(), labels[i.label]) for i in dataset.images]
+    table = pa.table({"image": [r[0] for r in rows], "label": [r[1] for r in rows]})
+    pq.write_table(table, out, row_group_size=50)
+    return out
+
+
+def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
+    ray_cluster: object, fashion: dict[Variant, object], local_report: Evaluation, tmp_path: Path
+) -> None:
+    spec = get_spec(FASHION)
+    engine = open_engine(ray_address=ray_cluster.address)
+    assert engine.kind == "ray" and engine.nodes == 2
+    assert engine.description == "running on a Ray cluster, 2 nodes"
+    progress: list[float] = []
+    report = evaluate(spec, fashion, scan_folder(SAMPLE, spec.labels), engine=engine,
+                      progress=lambda m, f: progress.append(f))  # fmt: skip
+    _same_answers(local_report, report)
+    assert len(report.nodes) == 2 and min(report.nodes.values()) > 0, report.nodes
+    assert not report.tensorflow_on_workers
+    assert progress and progress[-1] == 1.0
+    assert {"decode", "preprocess", "inference fp32", "inference int8"} <= set(report.stages)
+
+    # The same images from Parquet (read row group by row group on the nodes).
+    parquet = _parquet_copy(SAMPLE, tmp_path / "sample.parquet", spec.labels)
+    from_parquet = evaluate(spec, fashion, open_labelled(parquet, spec.labels), engine=engine)
+    for left, right in zip(local_report.scores, from_parquet.scores, strict=True):
+        assert left.accuracy == right.accuracy
+        assert sorted(left.top1.tolist()) == sorted(right.top1.tolist())
+
+
+def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(
+    ray_cluster: object, runners: RunnerPool
+) -> None:
+    runners.convert(FASHION, VARIANTS)
+    common = ["evaluate", "--model", FASHION, "--data", str(SAMPLE), "--variants", "fp32,int8",
+              "--json"]  # fmt: skip
+    local = run_cli(*common, "--workers", "1")
+    on_ray = run_cli(*common, "--ray", ray_cluster.address)
+    assert local.returncode == 0, local.stderr
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert "running on a Ray cluster, 2 nodes" in on_ray.stderr
+    here, there = json.loads(local.stdout), json.loads(on_ray.stdout)
+    for a, b in zip(here["summary"], there["summary"], strict=True):
+        assert (a["variant"], a["accuracy"], a["top-5"], a["agreement"]) == (
+            b["variant"], b["accuracy"], b["top-5"], b["agreement"])  # fmt: skip
+    run = there["run"]
+    assert run["images"] == 200 and run["images_per_second"] > 0
+    assert run["engine"] == "running on a Ray cluster, 2 nodes"
+    assert len(run["nodes"]) == 2 and sum(n["images"] for n in run["nodes"]) == 200
+    assert all(n["share"] > 0 for n in run["nodes"])
+    assert sum(run["stage_shares"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_sensitivity_scan_on_ray_measures_what_the_local_scan_measures(
+    ray_cluster: object, runners: RunnerPool
+) -> None:
+    spec = get_spec(FASHION)
+    float_file = runners.path(FASHION, Variant.FP32)
+    dataset = scan_folder(SAMPLE, spec.labels).with_shard_size(32)
+    images = [
+        np.asarray(Image.open(io.BytesIO(Path(i.location).read_bytes())), np.float32)
+        for i in dataset.images[:24]
+    ]
+    inputs = [(x / 255.0)[None, :, :, None].astype(np.float32) for x in images]
+    recipe = variant_recipe(Variant.INT8)
+    local = sensitivity_scan(spec, float_file, recipe, inputs, workers=1)
+    engine = open_engine(ray_address=ray_cluster.address)
+    on_ray = sensitivity_scan(spec, float_file, recipe, inputs, engine=engine)
+    assert [r.tensor for r in local.records] == [r.tensor for r in on_ray.records]
+    for a, b in zip(local.records, on_ray.records, strict=True):
+        assert a.output_snr_db == pytest.approx(b.output_snr_db, abs=1e-6)
+        assert a.agreement == b.agreement
+    assert on_ray.engine == "running on a Ray cluster, 2 nodes"
+    assert len(on_ray.nodes) == 2 and sum(on_ray.nodes.values()) == len(local.records)
+
+
+def test_the_search_on_ray_takes_the_local_steps(ray_cluster: object, runners: RunnerPool) -> None:
+    spec = get_spec(FASHION)
+    runners.convert(FASHION, VARIANTS)
+    dataset = scan_folder(SAMPLE, spec.labels)
+    local = search(spec, dataset, max_drop=0.0)
+    on_ray = search(
+        spec, dataset, max_drop=0.0, engine=open_engine(ray_address=ray_cluster.address)
+    )
+    assert [(s.kept, s.lost_images, s.accuracy) for s in local.steps] == [
+        (s.kept, s.lost_images, s.accuracy) for s in on_ray.steps
+    ]
+    assert (local.chosen is None) == (on_ray.chosen is None)
+
+
+def test_nothing_imports_ray_unless_a_cluster_is_configured() -> None:
+    code = (
+        "import sys\n"
+        "import ui.benchmark, ui.damage, ui.layers\n"
+        "from inference.engine.executors import open_engine\n"
+        "engine = open_engine(2); engine.close()\n"
+        "print(engine.kind, 'ray' in sys.modules, 'tensorflow' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "QUANTLENS_RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=env, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["pool", "False", "False"]
