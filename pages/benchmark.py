@@ -7,8 +7,9 @@ import streamlit as st
 from inference import DEFAULT_MODEL, Variant
 from inference.core.machine import SIMD_MEANING, default_threads, int8_outlook, machine, simd
 from inference.core.specs import SLOW_VARIANTS
+from inference.engine.shards import RAY_ADDRESS_ENV, configured_ray_address
 from ui import charts, tables
-from ui.benchmark import evaluate_on, measure
+from ui.benchmark import evaluate_on, measure, run_line
 from ui.resources import show_error
 from ui.widgets import model_picker, models_picker, variant_names_picker
 
@@ -75,6 +76,11 @@ st.caption(
     "punctuation), or the labelled sample a model ships with (200 Fashion-MNIST images "
     "for fashion_mnist_cnn)."
 )
+if configured_ray_address():
+    st.info(
+        f"Evaluations run on the Ray cluster this app is configured with (`{RAY_ADDRESS_ENV}`).",
+        icon=":material/hub:",
+    )
 eval_spec = model_picker("bench_eval_model", default="fashion_mnist_cnn")
 archive = st.file_uploader("Labelled zip", type=["zip"], key="bench_zip")
 if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
@@ -88,6 +94,7 @@ if report is not None:
     for problem in report.problems:
         st.warning(problem, icon=":material/warning:")
     st.markdown(f"**{report.model}** on {report.images} images, {len(report.classes)} classes")
+    st.caption(run_line(report))
     st.dataframe(
         tables.evaluation_table(report), hide_index=True, width="stretch", key="bench_eval_table"
     )

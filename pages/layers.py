@@ -251,7 +251,7 @@ else:
         st.markdown(
             f"**Most sensitive**: {damage.describe_op(scan.records[0])} "
             f"(output {scan.records[0].output_snr_db:.1f} dB with only it quantized; "
-            f"{scan.images} image(s), {scan.workers} workers, {scan.seconds:.0f} s). "
+            f"{scan.images} image(s), {scan.engine}, {scan.seconds:.0f} s). "
             + (damage.agreement_line(report, scan) if by == "one op at a time" else "")
         )
         st.altair_chart(charts.scan_chart(table), width="stretch")

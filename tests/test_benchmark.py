@@ -9,10 +9,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference import Variant
-from inference.analysis.benchmark import BenchResult, LatencyStats, Target, count_macs, targets
+from inference import InferenceError, Variant
+from inference.analysis.benchmark import (
+    BenchResult,
+    LatencyStats,
+    Target,
+    count_macs,
+    stage_timings,
+    targets,
+)
+from inference.cli.bench import litert_benchmark, litert_benchmark_command, parse_litert_benchmark
 from inference.core.machine import int8_outlook, simd
 from tests.conftest import CAT_CLASSES, RunnerPool, run_cli
+
+# What litert-benchmark (ai-edge-litert 2.3.0) printed on stdout for Lite0 int8 here.
+LITERT_OUTPUT = """
+========================================
+ BENCHMARK RESULTS
+========================================
+Model initialization:  11.95 ms
+Warmup (first):        3.11 ms
+Warmup (avg):          5.81 ms (5 runs)
+Inference (avg):       7.13 ms (50 runs)
+Inference (min):       4.68 ms
+Inference (max):       12.75 ms
+Inference (median):    6.83 ms
+Inference (std):       2.04 ms
+Inference (p5):        4.79 ms
+Inference (p95):       9.71 ms
+Throughput:            20.13 MB/s
+Fully accelerated:     False
+========================================
+"""
+# A stage breakdown's parts (medians of each stage) against the median whole run,
+# which also holds top-k and the calls between stages.
+STAGE_SUM_TOLERANCE = 0.25
 
 
 def test_latency_stats_on_known_samples() -> None:
@@ -63,6 +94,16 @@ def test_targets_are_ratios_of_medians() -> None:
     assert found["lite0 int8 median / Keras original median"].value == pytest.approx(0.075)
     assert found["project runner / bare LiteRT invoke (int8 median)"].met
     assert not found["12 MP JPEG to top-k, int8 (median)"].met
+    assert "bench int8 median / litert-benchmark median" not in found  # not measured
+
+
+def test_the_litert_benchmark_target_is_int8_over_its_median() -> None:
+    results = [_result(Variant.INT8, 2.75)]
+
+    (found,) = targets(results, litert_median_ms=2.5)
+
+    assert found.name == "bench int8 median / litert-benchmark median"
+    assert found.value == pytest.approx(1.1) and found.limit == 1.10
 
 
 def test_gmacs_per_second() -> None:
@@ -122,6 +163,18 @@ def test_bench_command_prints_the_table_and_the_answer_table(
     names = {t["target"] for t in report["targets"]}
     assert "lite0 int8 median / TFLite fp32 median" in names
     assert "12 MP JPEG to top-k, int8 (median)" in names
+    reference = report["litert_benchmark"]
+    if litert_benchmark_command() is None:
+        assert reference is None
+    else:
+        assert reference["median_ms"] > 0 and reference["runs"] == 5
+        assert reference["model"].endswith(".tflite") and "int8" in reference["model"]
+        assert "bench int8 median / litert-benchmark median" in names
+    stages = {row["image"]: row for row in report["stages"]}
+    assert set(stages) == {"chelsea.jpg", "12 MP JPEG (4000x3000)", "chelsea.png", "coffee.png"}
+    for row in stages.values():
+        assert min(row["decode_ms"], row["preprocess_ms"], row["inference_ms"]) > 0
+        assert row["images_per_second"] == pytest.approx(1e3 / row["total_ms"], rel=0.01)
     answers = {row["image"]: row for row in report["images"]}
     assert answers["chelsea.png"]["efficientnet_lite0 int8"].split(",")[0] in CAT_CLASSES
     assert answers["coffee.png"]["efficientnet_lite0 fp32"].endswith(" ms")
@@ -179,3 +232,56 @@ def test_simd_features_are_read_from_cpuinfo_and_explained() -> None:
     assert "(avx512_vnni)" in int8_outlook(simd(sapphire))
     assert "(asimddp)" in int8_outlook(simd(graviton))
     assert "cannot be predicted" in int8_outlook(simd(""))
+
+
+def test_litert_benchmark_output_is_parsed() -> None:
+    figures = parse_litert_benchmark(LITERT_OUTPUT)
+
+    assert figures["median"] == 6.83 and figures["avg"] == 7.13
+    assert (figures["min"], figures["max"], figures["p95"]) == (4.68, 12.75, 9.71)
+    assert "initialization" not in figures  # only the timed runs' figures
+    with pytest.raises(ValueError, match="Inference \\(median\\)"):
+        parse_litert_benchmark("Model initialization: 11.95 ms\n")
+
+
+def test_litert_benchmark_runs_on_the_int8_file(runners: RunnerPool) -> None:
+    command = litert_benchmark_command()
+    if command is None:
+        pytest.skip("litert-benchmark is not installed beside python or on PATH")
+    path = runners.path("efficientnet_lite0", Variant.INT8)
+
+    found = litert_benchmark(path, runs=3, warmup=1, threads=1)
+
+    assert found is not None and found.command == str(command)
+    assert found.median_ms > 0 and found.runs == 3 and found.warmup_runs == 1
+    assert found.as_dict()["median_ms"] == found.median_ms
+
+
+def test_litert_benchmark_missing_or_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert litert_benchmark_command() is None
+    assert litert_benchmark(tmp_path / "m.tflite", runs=3, warmup=1, threads=1) is None
+
+    failing = tmp_path / "litert-benchmark"
+    failing.write_text("#!/bin/sh\necho 'Model file not found' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    assert litert_benchmark_command() == failing
+    with pytest.raises(InferenceError, match="exited with 1: Model file not found"):
+        litert_benchmark(tmp_path / "m.tflite", runs=3, warmup=1, threads=1)
+
+
+def test_stage_timings_parts_add_up_to_the_whole(runners: RunnerPool, chelsea: Path) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.INT8)
+
+    stages = stage_timings(runner, chelsea, runs=9)
+
+    parts = (stages.decode_ms, stages.preprocess_ms, stages.inference_ms)
+    assert stages.image == "chelsea.png" and min(parts) > 0
+    assert sum(parts) == pytest.approx(stages.total_ms, rel=STAGE_SUM_TOLERANCE)
+    assert stages.images_per_second == pytest.approx(1e3 / stages.total_ms)
+    assert set(stages.as_row()) == {
+        "image", "decode_ms", "preprocess_ms", "inference_ms", "total_ms", "images_per_second",
+    }  # fmt: skip

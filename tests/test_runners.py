@@ -6,16 +6,21 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from inference import LiteRTRunner, Variant, get_spec, top_k
+from inference import InputError, LiteRTRunner, Variant, decode_image, get_spec, preprocess, top_k
 from inference.engine.convert import ensure_variants, float_path, variant_path
-from inference.engine.runners import to_probabilities
-from inference.formats.tflite_file import inspect_tflite
+from inference.engine.runners import _quantize_into, _quantize_plan, to_probabilities
+from inference.formats.tflite_file import inspect_tflite, open_interpreter
 from tests.conftest import REPO_ROOT, RunnerPool
+
+# predict computes the formula's float32 operations in place: the same floats, at most
+# float32 rounding apart.
+FLOAT32_RTOL = 1e-6
 
 
 def test_quantize_input_uses_the_tensor_scale_and_zero_point(runners: RunnerPool) -> None:
@@ -155,3 +160,112 @@ def test_running_a_tflite_variant_does_not_import_tensorflow(
     label, loaded = result.stdout.strip().splitlines()
     assert label in {"tabby", "tiger_cat", "Egyptian_cat"}
     assert loaded == "loaded: []"
+
+
+def _photos(paths: list[Path]) -> np.ndarray:
+    spec = get_spec("efficientnet_lite0").preprocessing
+    return np.concatenate([preprocess(decode_image(path), spec) for path in paths])
+
+
+def _by_the_formula(runner: LiteRTRunner, batch: np.ndarray) -> np.ndarray:
+    """quantize -> invoke -> dequantize -> probabilities, by hand on a fresh interpreter."""
+    interpreter = open_interpreter(runner.path, 1)
+    feed, read = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    rows = []
+    for row in batch:
+        x = row[None]
+        if np.issubdtype(feed["dtype"], np.integer):
+            scale, zero = feed["quantization"]
+            info = np.iinfo(feed["dtype"])
+            x = np.clip(np.rint(x / scale) + zero, info.min, info.max).astype(feed["dtype"])
+        interpreter.set_tensor(feed["index"], x)
+        interpreter.invoke()
+        out = interpreter.get_tensor(read["index"]).astype(np.float32)
+        if np.issubdtype(read["dtype"], np.integer):
+            scale, zero = read["quantization"]
+            out = (out - zero) * scale
+        rows.append(out)
+    scores = np.clip(np.concatenate(rows), 0.0, 1.0)  # Lite0 ends in a softmax
+    return scores / scores.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("variant", [Variant.INT8, Variant.FP32])
+def test_predict_equals_the_formula_on_real_photos(
+    runners: RunnerPool, chelsea: Path, coffee: Path, variant: Variant
+) -> None:
+    runner = runners.get("efficientnet_lite0", variant)
+    assert isinstance(runner, LiteRTRunner)
+    batch = _photos([chelsea, coffee])
+
+    one = runner.predict(batch[:1])
+    both = runner.predict(batch)
+
+    expected = _by_the_formula(runner, batch)
+    np.testing.assert_allclose(one, expected[:1], rtol=FLOAT32_RTOL, atol=0)
+    np.testing.assert_allclose(both, expected, rtol=FLOAT32_RTOL, atol=0)
+    np.testing.assert_array_equal(runner.predict(batch[0]), one)  # (H, W, C) is a batch of one
+    assert one.dtype == np.float32 and both.shape == (2, 1000)
+
+
+def test_quantize_matches_the_formula_on_ties_and_saturation() -> None:
+    # A power-of-two scale is multiplied by its reciprocal, any other is divided by:
+    # both must give the formula's integers, on exact .5 steps (rint rounds them to
+    # even) and beyond the int8 range (saturation).
+    for scale, zero, multiplies in [(1 / 128, -1, True), (2.0**-9, 0, True), (0.0123, 5, False)]:
+        halves = np.arange(-300, 300, dtype=np.float32) / 2 * np.float32(scale)
+        values = np.concatenate([halves, np.linspace(-3, 3, 1001, dtype=np.float32)])
+        plan = _quantize_plan((scale, zero), np.dtype(np.int8), np.float32)
+        out = np.empty(values.shape, np.int8)
+
+        assert plan is not None and plan.multiply is multiplies
+        _quantize_into(values, plan, out, np.empty_like(values))
+
+        formula = np.clip(np.rint(values / scale) + zero, -128, 127).astype(np.int8)
+        np.testing.assert_array_equal(out, formula)
+        assert out.min() == -128 and out.max() == 127
+
+
+def test_predict_refuses_a_batch_of_the_wrong_shape(runners: RunnerPool) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.INT8)
+
+    with pytest.raises(InputError, match=r"expected a batch of shape \(N, 224, 224, 3\)"):
+        runner.predict(np.zeros((1, 1, 224, 3), np.float32))
+
+
+def test_predict_is_safe_to_share_between_threads(
+    runners: RunnerPool, chelsea: Path, coffee: Path
+) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.INT8)
+    batch = _photos([chelsea, coffee])
+    expected = [runner.predict(row) for row in batch]
+    answers: dict[int, list[np.ndarray]] = {0: [], 1: []}
+
+    def work(which: int) -> None:
+        for _ in range(10):
+            answers[which].append(runner.predict(batch[which]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1, 0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    for which, got in answers.items():
+        assert len(got) == 20
+        for probabilities in got:  # the shared scratch buffer never mixes two images
+            np.testing.assert_array_equal(probabilities, expected[which])
+
+
+def test_invoke_raw_is_the_interpreter_alone(runners: RunnerPool, chelsea: Path) -> None:
+    runner = runners.get("efficientnet_lite0", Variant.INT8)
+    assert isinstance(runner, LiteRTRunner)
+    batch = _photos([chelsea])
+
+    raw = runner.invoke_raw(runner.quantize_input(batch))
+
+    assert raw.dtype == runner.output_dtype and raw.shape == (1, 1000)
+    np.testing.assert_allclose(
+        to_probabilities(runner.dequantize_output(raw), "probabilities"),
+        runner.predict(batch),
+        rtol=FLOAT32_RTOL,
+    )

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import streamlit as st
 
 from inference import ModelSpec
 from inference.analysis.benchmark import BenchResult, run_benchmarks
-from inference.analysis.evaluate import Evaluation, evaluate, labelled_set
-from ui.resources import Upload, get_runners, show_error
+from inference.analysis.evaluate import (
+    MAX_UPLOAD_IMAGES,
+    MAX_ZIP_BYTES,
+    Evaluation,
+    evaluate,
+    labelled_set,
+    scan_zip,
+)
+from inference.core.paths import cache_dir
+from ui.resources import Upload, cluster, get_runners, show_error
 from ui.widgets import variants_of
 
 
@@ -47,9 +58,42 @@ def evaluate_on(
     Raises:
         InputError: The archive is unusable, or no image in it could be decoded.
     """
-    dataset = labelled_set(
-        spec, archive.getvalue() if archive else None, archive.name if archive else ""
-    )
+    engine = cluster()
+    data = archive.getvalue() if archive else None
+    if engine is not None and data is not None:
+        # The cluster's nodes read the set from a file (as they would from shared storage).
+        dataset = scan_zip(saved_upload(data), spec.labels, name=archive.name,
+                           max_images=MAX_UPLOAD_IMAGES, max_bytes=MAX_ZIP_BYTES)  # fmt: skip
+    else:
+        dataset = labelled_set(spec, data, archive.name if archive else "")
     runners = get_runners(spec, variants_of(spec, variant_names))
-    bar = st.progress(0.0, text="evaluating")
-    return evaluate(spec, runners, dataset, progress=lambda t, f: bar.progress(min(f, 1.0), text=t))
+    start = engine.description if engine else "evaluating"
+    bar = st.progress(0.0, text=start)
+    return evaluate(spec, runners, dataset, engine=engine,
+                    progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+
+
+def saved_upload(data: bytes) -> Path:
+    """An uploaded zip written once, by content, where the cluster's nodes can read it."""
+    folder = cache_dir() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return path
+
+
+def run_line(report: Evaluation) -> str:
+    """Where and how fast the evaluation ran, and each node's share of the images."""
+    shares = ", ".join(f"{stage} {share:.0%}" for stage, share in report.stage_shares().items())
+    line = (
+        f"{report.engine[:1].upper()}{report.engine[1:]}: {report.images} images in "
+        f"{report.seconds:.1f} s ({report.images_per_second:.0f} images/s; work: {shares})"
+    )
+    if len(report.nodes) > 1:
+        total = sum(report.nodes.values())
+        parts = [f"{node[:8]} {count / total:.0%}" for node, count in report.nodes.items()]
+        line += f". Images per node: {', '.join(parts)}"
+    return line

@@ -21,6 +21,7 @@ from inference.analysis.layer_report import LayerReport, TensorError, short_name
 from inference.analysis.sensitivity import SensitivityScan, ranking_agreement, sensitivity_scan
 from inference.core.specs import ModelSpec
 from inference.formats.recipes import Recipe
+from ui.resources import cluster
 
 POLL_S = 0.3
 """How often the page redraws the scan's progress bar."""
@@ -133,7 +134,9 @@ def run_scan(
         with lock:
             state.update(message=message, fraction=fraction)
 
-    bar = st.progress(0.0, text="Sensitivity scan: starting the workers")
+    engine = cluster()
+    where = engine.description if engine else "starting the workers"
+    bar = st.progress(0.0, text=f"Sensitivity scan: {where}")
     start = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(
@@ -145,6 +148,7 @@ def run_scan(
             labels,
             block=block,
             progress=report,
+            engine=engine,
         )
         while not future.done():
             with lock:

@@ -32,6 +32,8 @@ from inference import ZOO, ModelSpec, Prediction, Runner, classify_decoded, deco
 from inference.core.errors import InputError, one_line
 from inference.core.specs import AnyVariant, RecipeVariant, suggest_variant_name
 from inference.engine.convert import ensure_variants, is_converted
+from inference.engine.executors import open_engine
+from inference.engine.shards import Engine, configured_ray_address
 from inference.formats.images import draft_size, preprocess
 from inference.formats.recipes import Recipe
 from inference.pipeline import Pipeline, PipelineOptions
@@ -44,6 +46,24 @@ log = logging.getLogger("quantlens.ui")
 MAX_RESULTS_PER_SESSION = 400
 RESULT_TOP_K = 10
 """Results keep the top 10; the pages slice what the person asked for."""
+
+
+@st.cache_resource(show_spinner=False)
+def _cluster(address: str) -> Engine:
+    return open_engine(ray_address=address)
+
+
+def cluster() -> Engine | None:
+    """The Ray cluster the app is configured with (``QUANTLENS_RAY_ADDRESS``), else None.
+
+    Joined once per server process, when a run first needs it; without an address
+    nothing of Ray is imported.
+
+    Raises:
+        UsageError: Ray is missing or the cluster cannot be reached.
+    """
+    address = configured_ray_address()
+    return _cluster(address) if address else None
 
 
 def show_error(exc: BaseException, context: str) -> None:

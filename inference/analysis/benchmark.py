@@ -1,15 +1,18 @@
 """Latency, size and memory per variant, measured the way TFLite's benchmark_model does.
 
 For each model and variant: the load time, the first run on its own, warm-up
-runs that are discarded, then N timed runs summarised as median, p90, min, max
-and standard deviation, with the thread count stated and the achieved GMAC/s
-(the network's multiply-adds over the median). Targets are ratios from one run
-on one machine, so they hold wherever they are measured; they are printed, not
-asserted in tests.
+runs that are discarded (at least ``warmup`` runs and half a second, as
+benchmark_model's ``--warmup_min_secs``), then N back-to-back timed runs
+summarised as median, p90, min, max and standard deviation, with the thread
+count stated and the achieved GMAC/s (the network's multiply-adds over the
+median). :func:`stage_timings` splits one image's classification into decode,
+preprocess and inference. Targets are ratios from one run on one machine, so
+they hold wherever they are measured; they are printed, not asserted in tests.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import statistics
@@ -27,7 +30,7 @@ from inference.core.paths import SAMPLES_DIR
 from inference.core.specs import AnyVariant, ModelSpec, Variant
 from inference.engine.convert import conversion_record, ensure_variants
 from inference.engine.runners import LiteRTRunner, Runner
-from inference.formats.images import decode_image, preprocess
+from inference.formats.images import ImageSource, decode_image, preprocess
 from inference.formats.tflite_file import open_interpreter
 from inference.pipeline import classify
 from inference.registry.loading import load_runner
@@ -36,19 +39,23 @@ from inference.registry.zoo import DEFAULT_MODEL
 __all__ = [
     "BenchResult",
     "LatencyStats",
+    "StageTimings",
     "Target",
     "bare_invoke_samples",
     "benchmark",
     "count_macs",
-    "end_to_end_samples",
     "run_benchmarks",
     "runner_overhead",
+    "stage_timings",
     "targets",
-    "twelve_megapixel_ms",
+    "twelve_megapixel_jpeg",
 ]
 
 SAMPLE_IMAGE = SAMPLES_DIR / "chelsea.jpg"
 TWELVE_MEGAPIXELS = (4000, 3000)
+WARMUP_SECONDS = 0.5
+"""Least warm-up time per variant (benchmark_model's ``--warmup_min_secs``): the first
+runs after loading are 7-18 % slow, and by how many depends on the machine."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,7 @@ def _sample_batch(spec: ModelSpec, image: Path | None) -> np.ndarray:
 
 
 def _time_calls(call: Callable[[], object], runs: int) -> list[float]:
+    """Milliseconds of ``runs`` back-to-back calls."""
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -186,12 +194,22 @@ def _time_calls(call: Callable[[], object], runs: int) -> list[float]:
     return samples
 
 
+def _warm_up(call: Callable[[], object], runs: int, seconds: float) -> int:
+    """Call ``call`` at least ``runs`` times and for at least ``seconds``; return the count."""
+    done, end = 0, time.perf_counter() + seconds
+    while done < runs or time.perf_counter() < end:
+        call()
+        done += 1
+    return done
+
+
 def benchmark(
     spec: ModelSpec,
     variant: AnyVariant,
     *,
     runs: int = 50,
     warmup: int = 5,
+    warmup_seconds: float = WARMUP_SECONDS,
     threads: int | None = None,
     image: Path | None = None,
     macs: int | None = None,
@@ -199,7 +217,8 @@ def benchmark(
     """Measure one variant; returns the result and the loaded runner (for further use).
 
     The variant must be converted already (see :func:`run_benchmarks`) so
-    that load time is loading, not conversion.
+    that load time is loading, not conversion. Warm-up lasts at least
+    ``warmup`` runs and ``warmup_seconds``; the result records how many ran.
     """
     threads = threads or default_threads()
     batch = _sample_batch(spec, image)
@@ -209,7 +228,7 @@ def benchmark(
     load_ms = (time.perf_counter() - start) * 1e3
     first_ms = _time_calls(lambda: runner.predict(batch), 1)[0]
     rss_delta = max(0, resident_bytes() - rss_before)
-    _time_calls(lambda: runner.predict(batch), warmup)
+    warmed = _warm_up(lambda: runner.predict(batch), warmup, warmup_seconds)
     samples = _time_calls(lambda: runner.predict(batch), runs)
     result = BenchResult(
         model=spec.name,
@@ -217,7 +236,7 @@ def benchmark(
         threads=threads if variant.is_tflite else 0,
         load_ms=load_ms,
         first_ms=first_ms,
-        warmup_runs=warmup,
+        warmup_runs=warmed,
         latency=LatencyStats.from_samples(samples),
         size_bytes=runner.size_bytes,
         rss_delta_bytes=rss_delta,
@@ -233,27 +252,77 @@ def benchmark(
 
 
 def bare_invoke_samples(runner: LiteRTRunner, batch: np.ndarray, runs: int) -> list[float]:
-    """A bare LiteRT loop on the same file: a fresh interpreter, pre-quantized input."""
-    interpreter = open_interpreter(runner.path, runner.threads)
-    input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
-    quantized = runner.quantize_input(batch)
-
-    def invoke() -> None:
-        interpreter.set_tensor(input_index, quantized)
-        interpreter.invoke()
-        interpreter.get_tensor(output_index)
-
-    _time_calls(invoke, max(3, runs // 10))
-    return _time_calls(invoke, runs)
+    """Bare set/invoke/get on the runner's own interpreter, input quantized beforehand."""
+    raw = runner.quantize_input(batch)
+    return _time_calls(lambda: runner.invoke_raw(raw), runs)
 
 
-def runner_overhead(runner: LiteRTRunner, runs: int) -> float:
-    """Median of ``runner.predict`` over the median of a bare LiteRT loop, same file and input."""
+def runner_overhead(runner: LiteRTRunner, runs: int, *, blocks: int = 3) -> float:
+    """Median of ``runner.predict`` over the median of a bare LiteRT loop, same file and input.
+
+    Both run on the runner's own interpreter, so the only difference is what
+    ``predict`` adds, in alternating blocks so that a change in the machine's
+    load falls on both.
+    """
     batch = _sample_batch(runner.spec, None)
-    bare = bare_invoke_samples(runner, batch, runs)
-    ours = _time_calls(lambda: runner.predict(batch), runs)
+    per_block = max(1, runs // blocks)
+    bare: list[float] = []
+    ours: list[float] = []
+    for _ in range(blocks):
+        bare += bare_invoke_samples(runner, batch, per_block)
+        ours += _time_calls(lambda: runner.predict(batch), per_block)
     return median(ours) / median(bare)
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """One image through the pipeline: median milliseconds of each stage and of the whole."""
+
+    image: str
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    total_ms: float
+    """Median wall-clock of whole classifications (the stages, top-k and the calls between)."""
+
+    @property
+    def images_per_second(self) -> float:
+        return 1e3 / self.total_ms if self.total_ms > 0 else 0.0
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "image": self.image,
+            "decode_ms": round(self.decode_ms, 3),
+            "preprocess_ms": round(self.preprocess_ms, 3),
+            "inference_ms": round(self.inference_ms, 3),
+            "total_ms": round(self.total_ms, 3),
+            "images_per_second": round(self.images_per_second, 1),
+        }
+
+
+def stage_timings(
+    runner: Runner, image: ImageSource, *, runs: int = 20, name: str | None = None
+) -> StageTimings:
+    """Decode, preprocess and inference of one image file, each the median over ``runs``.
+
+    Each run is :func:`inference.pipeline.classify` on the encoded bytes (read
+    once, so disk reads are not counted), which times its own stages; decode
+    uses the JPEG draft size, as every front end does. One untimed run first.
+    """
+    label = name or (Path(image).name if isinstance(image, str | Path) else "image")
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    classify(runner, data, name=label)
+    stages: list[tuple[float, float, float]] = []
+    totals: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        timing = classify(runner, data, name=label).timing
+        totals.append((time.perf_counter() - start) * 1e3)
+        stages.append((timing.decode, timing.preprocess, timing.inference))
+    decode_ms, preprocess_ms, inference_ms = (
+        median(column) for column in zip(*stages, strict=True)
+    )
+    return StageTimings(label, decode_ms, preprocess_ms, inference_ms, median(totals))
 
 
 def twelve_megapixel_jpeg(image: Path | None = None) -> bytes:
@@ -264,50 +333,36 @@ def twelve_megapixel_jpeg(image: Path | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def end_to_end_samples(runner: Runner, data: bytes, runs: int) -> list[float]:
-    """Milliseconds from encoded bytes to top-k: decode (with draft), preprocess, infer."""
-    classify(runner, data, name="12mp.jpg")
-    return _time_calls(lambda: classify(runner, data, name="12mp.jpg"), runs)
-
-
-def twelve_megapixel_ms(runner: Runner, runs: int) -> float:
-    """Median milliseconds for a 12 MP JPEG from bytes to top-k."""
-    return median(end_to_end_samples(runner, twelve_megapixel_jpeg(), runs))
-
-
 def targets(
     results: Sequence[BenchResult],
     *,
     runner_vs_bare: float | None = None,
     twelve_mp_ms: float | None = None,
+    litert_median_ms: float | None = None,
     model: str = DEFAULT_MODEL,
 ) -> list[Target]:
-    """The project's targets (set for the default model) that these results can speak to."""
+    """The project's targets (set for the default model) that these results can speak to.
+
+    ``litert_median_ms`` is LiteRT's own ``litert-benchmark`` median on the same int8
+    file, measured in the same run (``bench`` runs it).
+    """
     by_key = {(r.model, r.variant): r for r in results}
-    found: list[Target] = []
     int8 = by_key.get((model, Variant.INT8))
     fp32 = by_key.get((model, Variant.FP32))
     original = by_key.get((model, Variant.ORIGINAL))
+    found: list[Target] = []
     if int8 and fp32:
-        found.append(
-            Target(
-                "lite0 int8 median / TFLite fp32 median",
-                int8.latency.median / fp32.latency.median,
-                0.5,
-            )
-        )
+        ratio = int8.latency.median / fp32.latency.median
+        found.append(Target("lite0 int8 median / TFLite fp32 median", ratio, 0.5))
     if int8 and original:
-        found.append(
-            Target(
-                "lite0 int8 median / Keras original median",
-                int8.latency.median / original.latency.median,
-                0.2,
-            )
-        )
+        ratio = int8.latency.median / original.latency.median
+        found.append(Target("lite0 int8 median / Keras original median", ratio, 0.2))
+    if int8 and litert_median_ms:
+        ratio = int8.latency.median / litert_median_ms
+        found.append(Target("bench int8 median / litert-benchmark median", ratio, 1.10))
     if runner_vs_bare is not None:
-        found.append(
-            Target("project runner / bare LiteRT invoke (int8 median)", runner_vs_bare, 1.15)
-        )
+        name = "project runner / bare LiteRT invoke (int8 median)"
+        found.append(Target(name, runner_vs_bare, 1.15))
     if twelve_mp_ms is not None:
         found.append(Target("12 MP JPEG to top-k, int8 (median)", twelve_mp_ms, 60.0, " ms"))
     return found
@@ -328,9 +383,11 @@ def run_benchmarks(
     *,
     runs: int = 50,
     warmup: int = 5,
+    warmup_seconds: float = WARMUP_SECONDS,
     threads: int | None = None,
     on_job: Callable[[ModelSpec, AnyVariant, float], None] | None = None,
     on_error: Callable[[ModelSpec, AnyVariant, Exception], None] | None = None,
+    after_job: Callable[[BenchResult, Runner], None] | None = None,
     convert_progress: Progress | None = None,
 ) -> list[tuple[BenchResult, Runner]]:
     """Benchmark each (model, variant): convert what is missing first, then measure.
@@ -343,13 +400,19 @@ def run_benchmarks(
     Args:
         jobs: Pairs to measure, in order.
         runs: Timed runs per job, as for :func:`benchmark`.
-        warmup: Discarded runs per job.
+        warmup: Least discarded runs per job.
+        warmup_seconds: Least warm-up time per job.
         threads: LiteRT threads (default: every core).
         on_job: Called with (spec, variant, fraction done) before each job.
         on_error: Called instead of raising when a job fails (a page shows it and
             goes on); the other jobs still run. Without it, the first failure raises.
+        after_job: Called with each result and its runner as soon as it is measured
+            (``bench`` runs litert-benchmark there, while the machine is as it was).
         convert_progress: Conversion progress, as for ``ensure_variants``.
     """
+    measure = functools.partial(
+        benchmark, runs=runs, warmup=warmup, warmup_seconds=warmup_seconds, threads=threads
+    )
     by_model: dict[str, list[AnyVariant]] = {}
     specs: dict[str, ModelSpec] = {}
     for spec, variant in jobs:
@@ -381,13 +444,12 @@ def run_benchmarks(
                 on_job(spec, variant, done / len(jobs))
             done += 1
             try:
-                measured.append(
-                    benchmark(
-                        spec, variant, runs=runs, warmup=warmup, threads=threads, macs=macs[name]
-                    )
-                )
+                measured.append(measure(spec, variant, macs=macs[name]))
             except Exception as exc:
                 if on_error is None:
                     raise
                 on_error(spec, variant, exc)
+                continue
+            if after_job:
+                after_job(*measured[-1])
     return measured

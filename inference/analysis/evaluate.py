@@ -265,13 +265,11 @@ def run_answers(
     engine = engine or InProcess(dataset.read)
     if engine.kind == "process":
         engine = InProcess(dataset.read)
-    else:
-        if not dataset.portable:
-            raise InputError(
-                f"{dataset.name}: an uploaded archive is read in this process only; "
-                "save it to a folder the workers can read"
-            )
-        dataset = dataset.with_shard_size(_shard_size(dataset.count, engine.workers))
+    elif not dataset.portable:
+        raise InputError(
+            f"{dataset.name}: an uploaded archive is read in this process only; "
+            "save it to a folder the workers can read"
+        )
     answers = Answers(problems=list(dataset.problems))
     jobs = [ShardJob(spec, shard, tuple(files), threads=engine.threads) for shard in dataset.shards]
     total = dataset.count
@@ -315,6 +313,8 @@ def evaluate(
         answers = run_answers(spec, dataset, runners=runners, progress=progress)
         extra = None
     else:
+        # Shards small enough for every worker to get some; both runs read the same ones.
+        dataset = dataset.with_shard_size(_shard_size(dataset.count, engine.workers))
         answers = run_answers(spec, dataset, files=files, engine=engine, progress=progress)
         # TensorFlow never goes to a worker: the Keras original runs here, on the same images.
         extra = run_answers(spec, dataset, runners=here) if here else None

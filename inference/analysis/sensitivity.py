@@ -288,7 +288,11 @@ def sensitivity_scan(
                 measured = [r for part in pool.map(scan, range(workers)) for r in part]
     by_name = {t.name: t for t in targets}
     n = len(inputs)
-    order = sorted(measured, key=lambda r: (r["output_snr_db"], r["agreement"]))
+    # Ties keep the model's order, whichever worker measured them first.
+    order = sorted(
+        measured,
+        key=lambda r: (r["output_snr_db"], r["agreement"], by_name[r["name"]].index),
+    )
     records = tuple(
         ScanRecord(
             index=by_name[r["name"]].index,

@@ -291,6 +291,6 @@ def _results(batch: dict[str, np.ndarray], names: Sequence[str]) -> Iterator[Sha
                 "preprocess": float(np.sum(batch["preprocess_s"][rows])),
                 **{f"inference {n}": float(np.sum(batch[f"inference {n}"][rows])) for n in names},
             },
-            node=node,
+            node=str(node),
             tensorflow_loaded=bool(np.any(np.asarray(batch["tensorflow"])[mine])),
         )

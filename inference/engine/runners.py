@@ -15,7 +15,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -132,12 +132,14 @@ class LiteRTRunner(Runner):
     A LiteRT interpreter must be used by one thread at a time, so ``predict``
     holds a lock; a runner cached for all sessions is then safe to share.
 
-    ``predict`` costs what a bare ``set_tensor``/``invoke``/``get_tensor`` does:
-    a row is quantized in a scratch buffer kept for the runner and written
-    straight into the input tensor's own memory, and outputs are dequantized
-    into the result array. The formula's five temporary image-sized arrays cost
-    0.14 ms per call after an invoke (6 % of an int8 Lite0 call); see
-    ``docs/benchmark.md``.
+    ``predict`` adds little to a bare ``set_tensor``/``invoke``/``get_tensor``
+    besides the quantization arithmetic itself: each row is quantized in a
+    scratch buffer kept for the runner, straight into the input tensor's own
+    memory, and outputs are dequantized into the result array, with the
+    tensors' parameters worked out once. Right after an invoke has flushed the
+    caches, every numpy call and every temporary costs several times its
+    usual price: the per-row formula's temporaries made Lite0 int8 1.085x a
+    bare loop, this 1.06x (see ``docs/benchmark.md``).
     """
 
     def __init__(
@@ -159,9 +161,10 @@ class LiteRTRunner(Runner):
             )
         self._row_shape = expected
         self._output_shape = tuple(int(d) for d in self._output["shape"][1:])
-        self._quantized_input = bool(np.issubdtype(self.input_dtype, np.integer))
         # One row in float32, reused by every call (under the lock).
         self._scratch = np.empty(expected, np.float32)
+        self._input_plan = _quantize_plan(self.input_quantization, self.input_dtype, np.float32)
+        self._output_plan = _dequantize_plan(self.output_quantization, self.output_dtype)
 
     @property
     def input_quantization(self) -> tuple[float, int]:
@@ -183,20 +186,19 @@ class LiteRTRunner(Runner):
 
     def quantize_input(self, batch: np.ndarray) -> np.ndarray:
         """Float input as the input tensor's dtype: ``q = round(x / scale) + zero_point``."""
-        dtype = self.input_dtype
-        if not np.issubdtype(dtype, np.integer):
-            return batch.astype(dtype, copy=False)
-        batch = np.asarray(batch)
-        out = np.empty(batch.shape, dtype)
         # Computed in the dtype ``batch / scale`` has: float32 stays float32.
-        scratch = np.empty(batch.shape, np.result_type(batch.dtype, 1.0))
-        _quantize_into(batch, self.input_quantization, out, scratch)
+        compute = np.result_type(batch.dtype, 1.0)
+        plan = _quantize_plan(self.input_quantization, self.input_dtype, compute)
+        if plan is None:
+            return batch.astype(self.input_dtype, copy=False)
+        out = np.empty(batch.shape, self.input_dtype)
+        _quantize_into(batch, plan, out, np.empty(batch.shape, compute))
         return out
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         """Integer output back to float: ``(q - zero_point) * scale``."""
         out = np.empty(raw.shape, np.float32)
-        _dequantize_into(raw, self.output_quantization, out)
+        _dequantize_into(raw, _dequantize_plan(self.output_quantization, raw.dtype), out)
         return out
 
     def invoke_raw(self, tensor: np.ndarray) -> np.ndarray:
@@ -221,23 +223,21 @@ class LiteRTRunner(Runner):
                 f"{', '.join(map(str, self._row_shape))}); received {batch.shape}"
             )
         scores = np.empty((len(batch), *self._output_shape), np.float32)
-        input_quantization, output_quantization = (
-            self.input_quantization,
-            self.output_quantization,
-        )
         input_index, output_index = self._input["index"], self._output["index"]
+        input_plan, output_plan, scratch = self._input_plan, self._output_plan, self._scratch
+        input_dtype = self._input["dtype"]
         with self._lock:
             interpreter = self._interpreter
             # The files have a fixed batch of one; a loop keeps them unresized.
             for row, out in zip(batch, scores, strict=True):
-                if self._quantized_input:
-                    tensor = interpreter.tensor(input_index)()  # the input's own memory
-                    _quantize_into(row, input_quantization, tensor[0], self._scratch)
-                    del tensor  # invoke() refuses to run while a view of its memory lives
+                if input_plan is None:  # a float input: set_tensor copies it in
+                    interpreter.set_tensor(input_index, row[None].astype(input_dtype, copy=False))
                 else:
-                    interpreter.set_tensor(input_index, self.quantize_input(row[None]))
+                    tensor = interpreter.tensor(input_index)()  # the input's own memory
+                    _quantize_into(row, input_plan, tensor[0], scratch)
+                    del tensor  # invoke() refuses to run while a view of its memory lives
                 interpreter.invoke()
-                _dequantize_into(interpreter.get_tensor(output_index)[0], output_quantization, out)
+                _dequantize_into(interpreter.get_tensor(output_index)[0], output_plan, out)
         return _normalize_rows(scores, self.spec.outputs)
 
     @property
@@ -249,31 +249,56 @@ class LiteRTRunner(Runner):
             self._interpreter = None
 
 
+class _QuantizePlan(NamedTuple):
+    """How to quantize into one integer tensor, worked out once per runner."""
+
+    factor: float
+    """What to multiply by (``multiply``) or divide by; 0: raw integer pixels."""
+    multiply: bool
+    zero_point: int
+    low: int
+    high: int
+
+
+def _quantize_plan(
+    quantization: tuple[float, int], dtype: np.dtype, compute: type | np.dtype
+) -> _QuantizePlan | None:
+    """The plan for an integer tensor computed in ``compute``; None for a float tensor.
+
+    A power-of-two scale (Lite0's is 1/128) is multiplied by its reciprocal:
+    that reciprocal is exact, so the product is the quotient's own float,
+    and division costs twice as much.
+    """
+    if not np.issubdtype(dtype, np.integer):
+        return None
+    scale, zero_point = quantization
+    info = np.iinfo(dtype)
+    reciprocal = _exact_reciprocal(scale, np.dtype(compute)) if scale else None
+    if reciprocal is not None:
+        return _QuantizePlan(reciprocal, True, zero_point, int(info.min), int(info.max))
+    return _QuantizePlan(scale, False, zero_point, int(info.min), int(info.max))
+
+
 def _quantize_into(
-    values: np.ndarray, quantization: tuple[float, int], out: np.ndarray, scratch: np.ndarray
+    values: np.ndarray, plan: _QuantizePlan, out: np.ndarray, scratch: np.ndarray
 ) -> None:
     """``out = clip(rint(values / scale) + zero_point)``, computed in ``scratch``.
 
     The formula's own operations, in its order and dtype, done in place: the
     same integers as ``np.clip(np.rint(x / scale) + zp, lo, hi).astype(...)``
-    without its five temporaries. A power-of-two scale (Lite0's is 1/128)
-    multiplies by its reciprocal, which is exact, so the quotient is the same
-    float; division costs twice as much. ``scale == 0`` means integer input
-    without quantization: raw pixel values.
+    without its five temporaries. A zero scale means integer input without
+    quantization: raw pixel values.
     """
-    scale, zero_point = quantization
-    info = np.iinfo(out.dtype)
-    if scale == 0.0:
+    if plan.factor == 0.0:
         np.rint(values, out=scratch)
     else:
-        reciprocal = _exact_reciprocal(scale, scratch.dtype)
-        if reciprocal is not None:
-            np.multiply(values, reciprocal, out=scratch)
+        if plan.multiply:
+            np.multiply(values, plan.factor, out=scratch)
         else:
-            np.divide(values, scale, out=scratch)
+            np.divide(values, plan.factor, out=scratch)
         np.rint(scratch, out=scratch)
-        np.add(scratch, zero_point, out=scratch)
-    np.clip(scratch, info.min, info.max, out=out, casting="unsafe")
+        np.add(scratch, plan.zero_point, out=scratch)
+    np.clip(scratch, plan.low, plan.high, out=out, casting="unsafe")
 
 
 def _exact_reciprocal(scale: float, dtype: np.dtype) -> float | None:
@@ -291,11 +316,19 @@ def _exact_reciprocal(scale: float, dtype: np.dtype) -> float | None:
     return reciprocal
 
 
-def _dequantize_into(raw: np.ndarray, quantization: tuple[float, int], out: np.ndarray) -> None:
-    """``out = (raw - zero_point) * scale`` in float32; float outputs are copied as they are."""
+def _dequantize_plan(quantization: tuple[float, int], dtype: np.dtype) -> tuple[int, float] | None:
+    """(zero point, scale) of an integer output; None when values are copied as they are."""
     scale, zero_point = quantization
-    if np.issubdtype(raw.dtype, np.integer) and scale != 0.0:
-        np.subtract(raw, zero_point, out=out, dtype=np.float32)
-        out *= scale
-    else:
+    if np.issubdtype(dtype, np.integer) and scale != 0.0:
+        return zero_point, scale
+    return None
+
+
+def _dequantize_into(raw: np.ndarray, plan: tuple[int, float] | None, out: np.ndarray) -> None:
+    """``out = (raw - zero_point) * scale`` in float32; without a plan, a float32 copy."""
+    if plan is None:
         np.copyto(out, raw, casting="unsafe")
+        return
+    zero_point, scale = plan
+    np.subtract(raw, zero_point, out=out, dtype=np.float32)
+    out *= scale
