@@ -156,7 +156,7 @@ def fake_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeSearch:
 
 
 def _count_alive_preprocessed(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Wrap the search's ``preprocess`` (the shard unit's): how many of its outputs are alive at most, at once."""
+    """Wrap the shard unit's ``preprocess``: how many of its outputs are alive at most, at once."""
     counts = {"alive": 0, "peak": 0, "made": 0}
 
     def gone() -> None:
