@@ -95,7 +95,9 @@ def test_two_local_workers_give_the_same_answers(
         report = evaluate(spec, fashion, scan_folder(SAMPLE, spec.labels), engine=pool)
     _same_answers(local_report, report)
     assert report.engine == "running on 2 local worker processes"
-    assert len(report.nodes) == 2 and min(report.nodes.values()) > 0  # both processes worked
+    # Worker processes answered (which of the two takes how many small shards varies).
+    assert sum(report.nodes.values()) == 200
+    assert all(not node.endswith(f":{os.getpid()}") for node in report.nodes), report.nodes
     assert not report.tensorflow_on_workers
 
 
