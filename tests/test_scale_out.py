@@ -138,20 +138,17 @@ def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
 
 
 def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(
-    ray_cluster: object, runners: RunnerPool
+    ray_cluster: object, local_report: Evaluation
 ) -> None:
-    runners.convert(FASHION, VARIANTS)
-    common = ["evaluate", "--model", FASHION, "--data", str(SAMPLE), "--variants", "fp32,int8",
-              "--json"]  # fmt: skip
-    local = run_cli(*common, "--workers", "1")
-    on_ray = run_cli(*common, "--ray", ray_cluster.address)
-    assert local.returncode == 0, local.stderr
+    on_ray = run_cli("evaluate", "--model", FASHION, "--data", str(SAMPLE), "--variants",
+                     "fp32,int8", "--json", "--ray", ray_cluster.address)  # fmt: skip
     assert on_ray.returncode == 0, on_ray.stderr
     assert "running on a Ray cluster, 2 nodes" in on_ray.stderr
-    here, there = json.loads(local.stdout), json.loads(on_ray.stdout)
-    for a, b in zip(here["summary"], there["summary"], strict=True):
-        assert (a["variant"], a["accuracy"], a["top-5"], a["agreement"]) == (
-            b["variant"], b["accuracy"], b["top-5"], b["agreement"])  # fmt: skip
+    there = json.loads(on_ray.stdout)
+    for local, row in zip(local_report.scores, there["summary"], strict=True):
+        assert row["variant"] == local.variant.value
+        assert row["accuracy"] == round(local.accuracy, 4)
+        assert row["top-5"] == round(local.top5, 4)
     run = there["run"]
     assert run["images"] == 200 and run["images_per_second"] > 0
     assert run["engine"] == "running on a Ray cluster, 2 nodes"

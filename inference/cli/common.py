@@ -60,6 +60,10 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def add_command(subcommands: Subcommands, name: str, *, help: str) -> argparse.ArgumentParser:
     """A command's sub-parser, with the options every command takes (``--verbose``)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -86,9 +90,9 @@ def engine_arguments(parser: argparse.ArgumentParser) -> None:
     """``--workers N`` (local processes) and ``--ray ADDRESS``: where the images are run."""
     parser.add_argument(
         "--workers",
-        type=positive_int,
+        type=non_negative_int,
         default=None,
-        help="local worker processes (default: one per core; 1 = in this process)",
+        help="local worker processes (default: one per core; 0: in this process)",
     )
     parser.add_argument(
         "--ray",

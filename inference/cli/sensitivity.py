@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             inputs,
             labels,
             block=args.block,
-            workers=args.workers,
+            workers=args.workers or None,
             progress=run_progress,
             engine=engine,
         )

@@ -102,8 +102,8 @@ def open_engine(workers: int | None = None, ray_address: str | None = None) -> E
     """The engine asked for: Ray if an address is given or configured, else a pool or this process.
 
     Args:
-        workers: Local worker processes; None or 0 means one per core; 1 means in
-            this process.
+        workers: Local worker processes; None means one per core, 0 means none (this
+            process, whose runners use every core).
         ray_address: A Ray cluster's address, ``auto`` for the local one; default
             ``$QUANTLENS_RAY_ADDRESS``.
 
@@ -116,5 +116,5 @@ def open_engine(workers: int | None = None, ray_address: str | None = None) -> E
         from inference.engine.ray_engine import RayEngine  # noqa: PLC0415
 
         return RayEngine(address)
-    count = workers or default_threads()
-    return InProcess() if count <= 1 else LocalPool(count)
+    count = default_threads() if workers is None else workers
+    return InProcess() if count < 1 else LocalPool(count)

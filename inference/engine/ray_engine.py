@@ -23,6 +23,7 @@ import logging
 import os
 import pickle
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ import numpy as np
 from inference.core.errors import ConversionError, UsageError
 from inference.core.specs import AnyVariant, ModelSpec
 from inference.engine.runners import Runner
-from inference.engine.shards import TOP, Engine, ShardJob, ShardResult, VariantModels, prepare
+from inference.engine.shards import (
+    TOP,
+    Engine,
+    ShardJob,
+    ShardResult,
+    VariantModels,
+    normalize,
+    prepare,
+)
 from inference.formats.datasets import BATCH_SIZE, Record, read_shard
 
 __all__ = ["RayEngine", "connect"]
@@ -136,8 +145,8 @@ def _prepare(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndar
         for i in range(count)
         if not problems[i]
     ]
-    prepared = prepare(records, spec)
-    inputs = np.zeros((count, *spec.preprocessing.input_shape), np.float32)
+    prepared = prepare(records, spec, pixels=True)  # uint8 across the cluster: 4x fewer bytes
+    inputs = np.zeros((count, *spec.preprocessing.input_shape), np.uint8)
     ok = np.zeros(count, bool)
     keys = zip(batch["shard"].tolist(), batch["offset"].tolist(), strict=True)
     where = {key: i for i, key in enumerate(keys)}
@@ -165,16 +174,20 @@ class _Infer:
     """Stage 3, an actor: the variant files loaded once, then batch after batch."""
 
     def __init__(self, spec: ModelSpec, files: Sequence[tuple[AnyVariant, str]]) -> None:
+        self.mode = spec.preprocessing.normalize
         self.models = VariantModels(spec, files, threads=1)
         self.node = importlib.import_module("ray").get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         count = len(batch["offset"])
         ok = np.asarray([not p for p in batch["problem"]], bool)
-        top, confidence, seconds = self.models(np.asarray(batch["input"])[ok])
-        out = {k: batch[k] for k in ("shard", "offset", "label", "problem", "decode_s",
-                                     "preprocess_s")}  # fmt: skip
+        began = time.perf_counter()
+        inputs = normalize(np.asarray(batch["input"])[ok], self.mode)
+        scaling = time.perf_counter() - began
+        top, confidence, seconds = self.models(inputs)
+        out = {k: batch[k] for k in ("shard", "offset", "label", "problem", "decode_s")}
         share = max(1, int(ok.sum()))
+        out["preprocess_s"] = np.asarray(batch["preprocess_s"]) + scaling / share
         for name in self.models.runners:
             full = np.full((count, TOP), -1, np.int16)
             full[ok] = top[name]

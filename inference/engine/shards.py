@@ -34,7 +34,7 @@ from inference.core.errors import InputError
 from inference.core.specs import AnyVariant, ModelSpec
 from inference.engine.runners import LiteRTRunner, Runner
 from inference.formats.datasets import BATCH_SIZE, Record, Shard, read_shard
-from inference.formats.images import decode_image, draft_size, preprocess
+from inference.formats.images import decode_image, draft_size, normalize, prepare_image, preprocess
 
 __all__ = [
     "RAY_ADDRESS_ENV",
@@ -46,6 +46,7 @@ __all__ = [
     "VariantModels",
     "batched",
     "configured_ray_address",
+    "normalize",
     "prepare",
     "run_shard",
 ]
@@ -119,8 +120,13 @@ def batched(items: Iterable[Record | str], size: int = BATCH_SIZE) -> Iterator[l
         yield batch
 
 
-def prepare(items: Sequence[Record | str], spec: ModelSpec) -> Prepared:
-    """Decode and preprocess records; an unreadable image becomes a one-line problem."""
+def prepare(items: Sequence[Record | str], spec: ModelSpec, *, pixels: bool = False) -> Prepared:
+    """Decode and preprocess records; an unreadable image becomes a one-line problem.
+
+    With ``pixels``, the inputs are the cropped and resized uint8 pixels, a quarter
+    of the float32 bytes, for :func:`normalize` where the model runs (a cluster
+    moves them between nodes): the same numbers in the end.
+    """
     pre = spec.preprocessing
     size = draft_size(pre)
     inputs, labels, offsets, shards, problems = [], [], [], [], []
@@ -137,7 +143,11 @@ def prepare(items: Sequence[Record | str], spec: ModelSpec) -> Prepared:
             problems.append(str(exc))
             continue
         decoded = time.perf_counter()
-        inputs.append(preprocess(image, pre)[0])
+        if pixels:
+            resized = np.asarray(prepare_image(image, pre))
+            inputs.append(resized[..., None] if resized.ndim == 2 else resized)
+        else:
+            inputs.append(preprocess(image, pre)[0])
         preprocess_s += time.perf_counter() - decoded
         decode_s += decoded - began
         labels.append(item.label)
@@ -145,7 +155,7 @@ def prepare(items: Sequence[Record | str], spec: ModelSpec) -> Prepared:
         shards.append(item.shard)
     shape = (0, *pre.input_shape)
     return Prepared(
-        inputs=np.stack(inputs) if inputs else np.zeros(shape, np.float32),
+        inputs=np.stack(inputs) if inputs else np.zeros(shape, np.uint8 if pixels else np.float32),
         labels=np.asarray(labels, np.int32),
         offsets=np.asarray(offsets, np.int64),
         shard=np.asarray(shards, np.int64),

@@ -60,8 +60,7 @@ class Session:
         mine = self.variants.setdefault(spec.name, {})
         if variant.value not in mine and len(mine) >= MAX_SESSION_VARIANTS:
             raise InputError(
-                f"this session already added {len(mine)} variants to {spec.title}, the most "
-                "allowed"
+                f"this session already added {len(mine)} variants to {spec.title}, the most allowed"
             )
         mine[variant.value] = variant
 
