@@ -172,11 +172,7 @@ def main() -> int:
     cost = evaluate(cost_root, ALL_VARIANTS, ["--workers", "0"], env)
     per_image_ms = {k: round(v * 1e3 / cost["images"], 3) for k, v in cost["stage_seconds"].items()}
     summary = {
-        "machine": Path("/proc/cpuinfo")
-        .read_text()
-        .split("model name")[1]
-        .split("\n")[0]
-        .strip(": "),
+        "machine": machine(),
         "images": args.images,
         "in_process": here,
         "one_worker": one,
