@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from api.graph import graph_routes
 from api.guard import drain, guarded, may_load_original
 from inference import (
     DEFAULT_MODEL,
@@ -167,4 +168,6 @@ routes = [
     Route("/api/predict", guarded(predict), methods=["POST"]),
     # The dashboard's own browser panel fetches these: rate limited, but no API key.
     Route("/api/browser-file", guarded(browser_file, key=False), methods=["GET"]),
+    # Model Explorer's web app for the Layers page's graph, and the calls it makes.
+    *graph_routes(),
 ]
