@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -23,6 +24,7 @@ from ui.flips import (
     flips_table,
     worst_tensors_table,
 )
+from ui.graph import adapter_problem, graph_url, legend_line, picked_line, record_of, show_graph
 from ui.layers import (
     build_fixed_file,
     build_fixed_variant,
@@ -42,6 +44,14 @@ from ui.widgets import image_inputs, model_picker
 FLOAT_REFERENCES = (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.W4)
 MAX_FLIPS_DETAILED = 5
 """Flipped images shown with their top-k and worst tensors (each costs one layer report)."""
+
+
+def _keep_in_float(tensor: str) -> None:
+    """A node picked on the graph joins the tensors kept in float (before that widget draws)."""
+    kept = list(st.session_state.get("layers_keep_tensors", []))
+    if tensor not in kept:
+        st.session_state["layers_keep_tensors"] = [*kept, tensor]
+
 
 st.title("Layers")
 st.caption(
@@ -157,11 +167,18 @@ if rows["clipped"].notna().any():
     )
     st.altair_chart(charts.clipped_chart(rows), width="stretch")
 
+worst_ten = [r.tensor for r in report.most_damaging(10)]
+picked_on_graph = (st.session_state.get("layers_graph_frame") or {}).get("tensors", [])
 worst_table, by_op = st.columns([3, 2])
 with worst_table:
-    st.markdown("**The 10 most damaging ops**")
-    st.dataframe(
-        damage.most_damaging_table(report), hide_index=True, width="stretch", key="layers_worst"
+    st.markdown("**The 10 most damaging ops** (pick a row to find it on the graph)")
+    worst_event = st.dataframe(
+        damage.highlighted(damage.most_damaging_table(report), worst_ten, picked_on_graph),
+        hide_index=True,
+        width="stretch",
+        key="layers_worst",
+        on_select="rerun",
+        selection_mode="single-row",
     )
 with by_op:
     st.markdown("**By op type**")
@@ -182,6 +199,33 @@ explorer_cell.download_button(
     key="layers_model_explorer",
     help="Load it over the .tflite graph in Google's Model Explorer (ai-edge-model-explorer).",
 )
+
+st.markdown("**The graph** (Google's Model Explorer, served by this app)")
+graph_problem = adapter_problem()
+if graph_problem:
+    st.info(graph_problem, icon=":material/account_tree:")
+elif st.toggle("Show the graph, coloured by each op's own error", key="layers_graph"):
+    try:
+        url = graph_url(Path(candidate_file), label, report)
+    except Exception as exc:
+        show_error(exc, f"drawing the graph of {label}")
+    else:
+        rows_picked = worst_event.selection.rows if worst_event else []
+        st.caption(legend_line(report))
+        shown = show_graph(
+            url, worst_ten[rows_picked[0]] if rows_picked else None, key="layers_graph_frame"
+        )
+        record = record_of(report, (shown or {}).get("tensors", []))
+        if record is not None:
+            pick_cell, keep_cell = st.columns([4, 1])
+            pick_cell.markdown("Picked on the graph: " + picked_line(record))
+            keep_cell.button(
+                "Keep it in float",
+                key="layers_graph_keep",
+                on_click=_keep_in_float,
+                args=(record.tensor,),
+                help="Adds it to the tensors kept in float below; then Build and measure.",
+            )
 
 st.divider()
 st.subheader("Sensitivity scan")

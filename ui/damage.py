@@ -77,6 +77,17 @@ def most_damaging_table(report: LayerReport, n: int = 10) -> pd.DataFrame:
     return table.round(2)
 
 
+def highlighted(table: pd.DataFrame, tensors: list[str], picked: list[str]) -> object:
+    """``table`` (rows in ``tensors`` order) with the row of the node picked on the graph marked."""
+    rows = {i for i, tensor in enumerate(tensors) if tensor in picked}
+    if not rows:
+        return table
+    mark = "background-color: #fff3b0"
+    return table.style.apply(
+        lambda row: [mark if row.name in rows else "" for _ in row], axis=1
+    ).format(precision=2)
+
+
 def by_op_table(report: LayerReport) -> pd.DataFrame:
     rows = pd.DataFrame(report.as_rows())
     return (

@@ -1,0 +1,103 @@
+"""The Layers page's graph: the candidate in Model Explorer, coloured by each op's own error.
+
+Model Explorer's web app is served by this app (``api/graph.py``); this module
+puts the candidate's graph and its node data in the store, and draws the
+frame with a small bridge (``components/model_graph``): a row picked in the
+worst-ops table selects that node, and a node picked on the graph comes back
+as the component's value, to be shown and kept in float.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+import streamlit as st
+import streamlit.components.v1 as components
+
+from inference.analysis.layer_report import LayerReport, TensorError, short_name
+from inference.formats.graph_json import adapter_problem, graph_collections, node_data
+from inference.registry.graphs import GRAPHS
+
+__all__ = [
+    "GRAPH_HEIGHT",
+    "adapter_problem",
+    "graph_url",
+    "legend_line",
+    "picked_line",
+    "record_of",
+    "show_graph",
+]
+
+GRAPH_HEIGHT = 620
+COMPONENT_DIR = Path(__file__).resolve().parents[1] / "components" / "model_graph"
+_graph = components.declare_component("model_graph", path=str(COMPONENT_DIR))
+
+
+def own_snr_values(report: LayerReport) -> dict[str, float]:
+    """Each op's own SNR (dB) by output tensor, for the graph's colours."""
+    return {r.tensor: r.own_snr_db for r in report.records if r.own_snr_db is not None}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _graph_numbers(path: str, size: int, mtime: float, values_json: str) -> tuple[int, int]:
+    graphs = graph_collections(Path(path))
+    values = json.loads(values_json)
+    return GRAPHS.put(json.dumps(graphs)), GRAPHS.put(json.dumps(node_data(values)))
+
+
+def graph_url(path: Path, label: str, report: LayerReport) -> str:
+    """The frame's address: the file's graph and its own-SNR node data, by store number.
+
+    Raises:
+        GraphUnavailable: Model Explorer's adapter cannot be loaded here.
+    """
+    stat = path.stat()
+    values = json.dumps(own_snr_values(report), sort_keys=True)
+    graph, data = _graph_numbers(str(path), stat.st_size, stat.st_mtime, values)
+    if GRAPHS.get(graph) is None:  # evicted since it was cached: put it again
+        _graph_numbers.clear()
+        graph, data = _graph_numbers(str(path), stat.st_size, stat.st_mtime, values)
+    name = quote(label.replace("/", "_"), safe="")
+    encoded = {
+        "models": [{"url": f"graphs://{name}/{graph}"}],
+        "nodeData": [f"node_data://own SNR (dB)/{data}"],
+        "nodeDataTargets": [""],  # "": the first (only) model
+    }
+    return f"/model-explorer/?data={quote(json.dumps(encoded))}"
+
+
+def show_graph(url: str, select: str | None, key: str) -> dict | None:
+    """The graph; returns the node last picked on it (``{"nodeId", "tensors", "seq"}``)."""
+    return _graph(url=url, select=select, height=GRAPH_HEIGHT, key=key, default=None)
+
+
+def record_of(report: LayerReport, tensors: Sequence[str]) -> TensorError | None:
+    """The report's record for a node picked on the graph (by its output tensors)."""
+    by_tensor = {r.tensor: r for r in report.records}
+    return next((by_tensor[t] for t in tensors if t in by_tensor), None)
+
+
+def picked_line(record: TensorError) -> str:
+    """What a node picked on the graph shows: its own error, what it inherits, clipping, shape."""
+    own = "n/a" if record.own_snr_db is None else f"{record.own_snr_db:.1f} dB"
+    clipped = "float" if record.clipped is None else f"{record.clipped:.1%}"
+    return (
+        f"**#{record.index} {record.op}** `{short_name(record.tensor)}`: own SNR {own}, "
+        f"SNR in the model (inherited) {record.snr_db:.1f} dB, clipped {clipped}, "
+        f"shape {'x'.join(map(str, record.shape))}"
+    )
+
+
+def legend_line(report: LayerReport) -> str:
+    """The colour scale: Model Explorer spreads its gradient over the values' range."""
+    values = list(own_snr_values(report).values())
+    if not values:
+        return "No op has an own error to colour (a float candidate)."
+    return (
+        f"Colour: each op's own SNR, the op alone fed the reference's inputs: red "
+        f"{min(values):.1f} dB (the most error made) through orange and yellow to green "
+        f"{max(values):.1f} dB. Expand a layer to see its ops; pick a node to see its figures."
+    )
