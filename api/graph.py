@@ -20,7 +20,6 @@ not added and the page says so.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
 from pathlib import Path
 
@@ -29,20 +28,12 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from inference.formats.graph_json import web_app_dir
 from inference.registry.graphs import GRAPHS
 
 __all__ = ["PREFIX", "graph_routes", "web_app_dir"]
 
 PREFIX = "/model-explorer"
-
-
-def web_app_dir() -> Path | None:
-    """The built web app inside the installed wheel (its package is not imported)."""
-    spec = importlib.util.find_spec("model_explorer")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "web_app"
-    return folder if (folder / "index.html").is_file() else None
 
 
 @functools.cache

@@ -206,7 +206,12 @@ if graph_problem:
     st.info(graph_problem, icon=":material/account_tree:")
 elif st.toggle("Show the graph, coloured by each op's own error", key="layers_graph"):
     try:
-        url = graph_url(Path(candidate_file), label, report)
+        url = graph_url(
+            Path(candidate_file),
+            Path(variant_path(spec, reference)),
+            (label, reference.value),
+            report,
+        )
     except Exception as exc:
         show_error(exc, f"drawing the graph of {label}")
     else:

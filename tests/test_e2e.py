@@ -43,6 +43,11 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--disable-quic",
 ]
+# Model Explorer draws with WebGL: in software here (SwiftShader), which --disable-gpu stops.
+WEBGL_FLAGS = [f for f in CHROMIUM_FLAGS if f != "--disable-gpu"] + [
+    "--use-gl=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -243,6 +248,53 @@ def test_the_layers_page_names_the_damaging_op_and_runs_the_scan_in_a_real_brows
     assert drawn >= 1
     assert culprit.startswith("Most damaging op") and "#" in culprit, culprit
     assert "with only it quantized" in scanned and "Spearman" in scanned, scanned
+    assert errors == 0
+
+
+def test_the_layers_page_shows_the_graph_synced_with_its_table_in_a_real_browser(
+    server: str, browser
+) -> None:
+    from inference.formats.graph_json import adapter_problem
+
+    if adapter_problem():
+        pytest.skip(adapter_problem())
+    webgl = browser.browser_type.launch(executable_path=CHROMIUM, args=WEBGL_FLAGS)
+    page = webgl.new_page(viewport={"width": 1400, "height": 4000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server}/layers")
+    page.get_by_text("Where error is made, and where it is carried").wait_for()
+    page.get_by_text("Show the graph, coloured by each op's own error").click()
+    page.get_by_text("Colour: each op's own SNR").wait_for()
+    # Model Explorer (drawing with WebGL) in the bridge's frame, inside the page.
+    graph = page.frame_locator("iframe[src*='model_graph']").frame_locator("#graph")
+    graph.locator("canvas").first.wait_for(timeout=120_000)
+    canvases = graph.locator("canvas").count()
+    # The most damaging op's row selects its node on the graph, which reports it back.
+    table = page.locator(".st-key-layers_worst")
+    box = table.bounding_box()
+    page.mouse.click(box["x"] + 14, box["y"] + 48)  # the first row's checkbox
+    picked = page.get_by_text("Picked on the graph:").first
+    picked.wait_for()
+    picked_text = picked.inner_text()
+    page.get_by_role("button", name="Keep it in float").click()
+    page.wait_for_timeout(2000)
+    kept = page.locator(".st-key-layers_keep_tensors").inner_text()
+    page.screenshot(path=ARTIFACTS / "04c-layers-graph.png")
+    errors = page.locator("[data-testid=stException]").count()
+    webgl.close()
+
+    assert canvases >= 1
+    tensor = picked_text.split(": own SNR")[0].split()[-1]  # "#2 CONV_2D <tensor>: ..."
+    assert "#" in picked_text and "own SNR" in picked_text and "inherited" in picked_text
+    assert tensor in kept.split("\n"), (picked_text, kept)
+    served = [u for u in requests if not u.startswith(("data:", "blob:"))]
+    assert served and all(u.startswith(server) for u in served), [
+        u for u in served if not u.startswith(server)
+    ]
+    assert any("/model-explorer/" in u for u in served)
+    assert any("/api/v1/load_graphs_json" in u for u in served)
     assert errors == 0
 
 

@@ -18,7 +18,12 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from inference.analysis.layer_report import LayerReport, TensorError, short_name
-from inference.formats.graph_json import adapter_problem, graph_collections, node_data
+from inference.formats.graph_json import (
+    adapter_problem,
+    graph_collections,
+    node_data,
+    side_by_side,
+)
 from inference.registry.graphs import GRAPHS
 
 __all__ = [
@@ -42,29 +47,38 @@ def own_snr_values(report: LayerReport) -> dict[str, float]:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _graph_numbers(path: str, size: int, mtime: float, values_json: str) -> tuple[int, int]:
-    graphs = graph_collections(Path(path))
-    values = json.loads(values_json)
-    return GRAPHS.put(json.dumps(graphs)), GRAPHS.put(json.dumps(node_data(values)))
+def _graph_numbers(
+    files: tuple[tuple[str, int, float], tuple[str, int, float]],
+    names: tuple[str, str],
+    values_json: str,
+) -> tuple[int, int]:
+    (candidate, *_), (reference, *_) = files
+    graphs = side_by_side(
+        graph_collections(Path(reference)), graph_collections(Path(candidate)), names
+    )
+    data = node_data(json.loads(values_json), graph_id=names[0])
+    return GRAPHS.put(json.dumps(graphs)), GRAPHS.put(json.dumps(data))
 
 
-def graph_url(path: Path, label: str, report: LayerReport) -> str:
-    """The frame's address: the file's graph and its own-SNR node data, by store number.
+def graph_url(candidate: Path, reference: Path, names: tuple[str, str], report: LayerReport) -> str:
+    """The frame's address: both graphs (the candidate shown) and its own-SNR node data.
 
     Raises:
         GraphUnavailable: Model Explorer's adapter cannot be loaded here.
     """
-    stat = path.stat()
+    files = tuple((str(p), p.stat().st_size, p.stat().st_mtime) for p in (candidate, reference))
+    names = (f"{names[0]} (quantized)", f"{names[1]} (reference)")
     values = json.dumps(own_snr_values(report), sort_keys=True)
-    graph, data = _graph_numbers(str(path), stat.st_size, stat.st_mtime, values)
-    if GRAPHS.get(graph) is None:  # evicted since it was cached: put it again
+    graph, data = _graph_numbers(files, names, values)
+    if GRAPHS.get(graph) is None:  # evicted from the store since it was cached: put it again
         _graph_numbers.clear()
-        graph, data = _graph_numbers(str(path), stat.st_size, stat.st_mtime, values)
-    name = quote(label.replace("/", "_"), safe="")
+        graph, data = _graph_numbers(files, names, values)
     encoded = {
-        "models": [{"url": f"graphs://{name}/{graph}"}],
+        "models": [{"url": f"graphs://{quote(names[0], safe='')}/{graph}"}],
         "nodeData": [f"node_data://own SNR (dB)/{data}"],
         "nodeDataTargets": [""],  # "": the first (only) model
+        # Split view: an op picked on one graph is found on the other (same node ids).
+        "sync": {"mode": "match_node_id"},
     }
     return f"/model-explorer/?data={quote(json.dumps(encoded))}"
 

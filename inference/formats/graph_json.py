@@ -21,8 +21,17 @@ from typing import Any
 
 from inference.core.errors import InputError
 
-__all__ = ["DAMAGE_GRADIENT", "GraphUnavailable", "adapter_problem", "graph_collections",
-           "node_data"]  # fmt: skip
+__all__ = [
+    "DAMAGE_GRADIENT",
+    "GraphUnavailable",
+    "adapter_problem",
+    "graph_collections",
+    "matched_ids",
+    "node_data",
+    "output_tensors",
+    "side_by_side",
+    "web_app_dir",
+]
 
 ADAPTER = "ai_edge_model_explorer_adapter"
 DAMAGE_GRADIENT = (
@@ -38,8 +47,19 @@ class GraphUnavailable(InputError):
     """Model Explorer's adapter cannot be loaded on this machine."""
 
 
+def web_app_dir() -> Path | None:
+    """Model Explorer's built web app inside its installed wheel (the package is not imported)."""
+    spec = importlib.util.find_spec("model_explorer")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "web_app"
+    return folder if (folder / "index.html").is_file() else None
+
+
 def adapter_problem() -> str | None:
     """Why the graph cannot be drawn here, in one line, or None when it can."""
+    if web_app_dir() is None:
+        return "The graph needs Google's Model Explorer (pip install ai-edge-model-explorer)."
     if importlib.util.find_spec(ADAPTER) is None:
         return (
             "The graph needs Model Explorer's adapter (pip install "
@@ -96,3 +116,50 @@ def node_data(values: Mapping[str, float], graph_id: str = "main") -> dict[str, 
             "gradient": list(DAMAGE_GRADIENT),
         }
     }
+
+
+def side_by_side(
+    reference: Mapping[str, Any], candidate: Mapping[str, Any], names: tuple[str, str]
+) -> dict[str, Any]:
+    """One collection holding the candidate's graph (first: the one shown) and the reference's.
+
+    The graphs are named ``names`` (candidate, reference) and the candidate's ops
+    take the reference's node ids (:func:`matched_ids`), so Model Explorer's
+    split view with "match node id" sync follows an op from one to the other.
+    """
+    matched = matched_ids(reference, candidate)["graphCollections"][0]["graphs"][0]
+    plain = json.loads(json.dumps(reference["graphCollections"][0]["graphs"][0]))
+    matched["id"], plain["id"] = names
+    return {
+        "graphCollections": [{"label": f"{names[0]} and {names[1]}", "graphs": [matched, plain]}]
+    }
+
+
+def matched_ids(reference: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, Any]:
+    """``candidate``'s graphs with each op renamed to the reference op of the same output tensor.
+
+    Model Explorer's side-by-side view follows a node to the other pane by id
+    ("match node id"); a quantized file's ids are shifted by its QUANTIZE and
+    DEQUANTIZE ops, so its ops take the float ops' ids where they compute the
+    same tensor, and the rest (quantize, dequantize, constants) an id of their
+    own (``q`` + their id, never a float id).
+    """
+    known = output_tensors(reference)
+    graphs = json.loads(json.dumps(candidate))  # a deep copy, as plain JSON
+    for collection in graphs["graphCollections"]:
+        for graph in collection["graphs"]:
+            renamed: dict[str, str] = {}
+            for node in graph["nodes"]:
+                tensors = [
+                    attr["value"]
+                    for output in node.get("outputsMetadata", [])
+                    for attr in output.get("attrs", [])
+                    if attr["key"] == "tensor_name"
+                ]
+                match = next((known[t] for t in tensors if t in known), None)
+                renamed[node["id"]] = match if match is not None else f"q{node['id']}"
+            for node in graph["nodes"]:
+                node["id"] = renamed[node["id"]]
+                for edge in node.get("incomingEdges", []):
+                    edge["sourceNodeId"] = renamed.get(edge["sourceNodeId"], edge["sourceNodeId"])
+    return graphs

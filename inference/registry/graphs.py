@@ -3,8 +3,9 @@
 The Layers page puts a candidate's graph (and its node data) here and points
 the embedded Model Explorer at ``graphs://name/N``; the web app then fetches
 ``/api/v1/load_graphs_json?graph_index=N`` from this server. ``N`` is a random
-52-bit number (a JavaScript number holds it exactly), so one visitor cannot read another's graphs, and the store keeps
-the newest :data:`MAX_ENTRIES` (a graph of Lite0 is ~0.2 MB of JSON).
+52-bit number (a JavaScript number holds it exactly), so one visitor cannot
+read another's graphs, and the store keeps the newest :data:`MAX_ENTRIES` (a
+graph of Lite0 is ~0.2 MB of JSON).
 """
 
 from __future__ import annotations
