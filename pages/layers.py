@@ -154,12 +154,15 @@ st.markdown(
     "red, the op alone, fed the reference's inputs; orange, the model's output with only that "
     f"op's own error in it (the {CARRIED_OPS} worst ops)."
 )
-st.altair_chart(
+chart_event = st.altair_chart(
     charts.damage_chart(
         damage.damage_rows(report), threshold, start.index if start else None, culprit.index
     ),
     width="stretch",
+    on_select="rerun",
+    key="layers_damage_chart",
 )
+chart_pick = [p["tensor"] for p in (chart_event.selection.get(charts.PICK) or []) if "tensor" in p]
 if rows["clipped"].notna().any():
     st.markdown(
         "**Clipped values**: the share of the reference's values outside the candidate's "
@@ -216,10 +219,10 @@ elif st.toggle("Show the graph, coloured by each op's own error", key="layers_gr
         show_error(exc, f"drawing the graph of {label}")
     else:
         rows_picked = worst_event.selection.rows if worst_event else []
+        # A row of the table, else a point of the chart: that op is selected on the graph.
+        wanted = worst_ten[rows_picked[0]] if rows_picked else (chart_pick or [None])[0]
         st.caption(legend_line(report))
-        shown = show_graph(
-            url, worst_ten[rows_picked[0]] if rows_picked else None, key="layers_graph_frame"
-        )
+        shown = show_graph(url, wanted, key="layers_graph_frame")
         record = record_of(report, (shown or {}).get("tensors", []))
         if record is not None:
             pick_cell, keep_cell = st.columns([4, 1])

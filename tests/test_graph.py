@@ -86,3 +86,43 @@ def test_graphs_and_node_data_come_from_the_store_by_number(client: TestClient) 
     assert client.get("/api/v1/check_new_version").json()["version"] == ""
     assert [e["id"] for e in client.get("/api/v1/get_extensions").json()] == ["builtin_json"]
     assert client.get("/api/v1/read_text_file?path=/etc/passwd").status_code == 404
+
+
+def test_the_quantized_ops_take_the_float_node_ids_of_the_same_tensor(
+    runners: RunnerPool,
+) -> None:
+    from inference.formats.graph_json import matched_ids, side_by_side
+
+    reference = graph_collections(runners.path("efficientnet_lite0", Variant.FP32))
+    candidate = graph_collections(runners.path("efficientnet_lite0", Variant.INT8))
+    matched = matched_ids(reference, candidate)
+    float_ids = output_tensors(reference)
+    quant_ids = output_tensors(matched)
+    shared = set(float_ids) & set(quant_ids)
+    assert len(shared) >= 60  # every op of Lite0 computes a tensor both files name alike
+    assert all(float_ids[t] == quant_ids[t] for t in shared)
+    nodes = matched["graphCollections"][0]["graphs"][0]["nodes"]
+    ids = [n["id"] for n in nodes]
+    assert len(ids) == len(set(ids))  # renaming never merged two nodes
+    for node in nodes:  # every edge still points at a node of the graph
+        assert all(e["sourceNodeId"] in set(ids) for e in node.get("incomingEdges", []))
+    both = side_by_side(reference, candidate, ("int8 (quantized)", "fp32 (reference)"))
+    graphs = both["graphCollections"][0]["graphs"]
+    assert [g["id"] for g in graphs] == ["int8 (quantized)", "fp32 (reference)"]
+
+
+def test_without_model_explorer_the_page_gets_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from inference.formats import graph_json
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        graph_json.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == graph_json.ADAPTER else real(name, *a),
+    )
+    problem = graph_json.adapter_problem()
+    assert problem and "\n" not in problem and "ai-edge-model-explorer-adapter" in problem
+    with pytest.raises(graph_json.GraphUnavailable, match="adapter"):
+        graph_json.graph_collections(web_app_dir() / "index.html")

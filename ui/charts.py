@@ -181,6 +181,10 @@ KIND_COLOURS = alt.Scale(
 )
 
 
+PICK = "picked_op"
+"""The damage chart's point selection: the clicked op's ``tensor``."""
+
+
 def damage_chart(
     rows: pd.DataFrame, threshold_db: float, start: int | None, worst: int | None
 ) -> alt.LayerChart:
@@ -210,9 +214,10 @@ def damage_chart(
     carried = base.transform_filter(alt.datum.kind == "in the model (carried)")
     layers: list[alt.Chart] = [
         carried.mark_line(strokeWidth=1.5),
-        base.mark_point(filled=True, size=50, opacity=0.9).encode(
-            shape=alt.Shape("kind:N", legend=None), tooltip=tooltip
-        ),
+        base.mark_point(filled=True, size=50, opacity=0.9)
+        .encode(shape=alt.Shape("kind:N", legend=None), tooltip=tooltip)
+        # A click picks the op (the page finds it on the graph).
+        .add_params(alt.selection_point(name=PICK, fields=["tensor"], on="click")),
         alt.Chart(pd.DataFrame({"snr_db": [threshold_db]}))
         .mark_rule(color="#d62728", strokeDash=[4, 4])
         .encode(y="snr_db:Q"),
