@@ -74,7 +74,7 @@ def graph_url(candidate: Path, reference: Path, names: tuple[str, str], report: 
         _graph_numbers.clear()
         graph, data = _graph_numbers(files, names, values)
     encoded = {
-        "models": [{"url": f"graphs://{quote(names[0], safe='')}/{graph}"}],
+        "models": [{"url": f"graphs://{names[0].split()[0].replace('/', '_')}/{graph}"}],
         "nodeData": [f"node_data://own SNR (dB)/{data}"],
         "nodeDataTargets": [""],  # "": the first (only) model
         # Split view: an op picked on one graph is found on the other (same node ids).
