@@ -208,12 +208,18 @@ graph_problem = adapter_problem()
 if graph_problem:
     st.info(graph_problem, icon=":material/account_tree:")
 elif st.toggle("Show the graph, coloured by each op's own error", key="layers_graph"):
+    beside = st.checkbox(
+        f"Beside the reference ({reference.value}), ops matched",
+        key="layers_graph_beside",
+        help="Model Explorer's split view: an op picked on one graph is found on the other.",
+    )
     try:
         url = graph_url(
             Path(candidate_file),
             Path(variant_path(spec, reference)),
             (label, reference.value),
             report,
+            beside=beside,
         )
     except Exception as exc:
         show_error(exc, f"drawing the graph of {label}")

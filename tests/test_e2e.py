@@ -282,10 +282,21 @@ def test_the_layers_page_shows_the_graph_synced_with_its_table_in_a_real_browser
     page.wait_for_timeout(2000)
     kept = page.locator(".st-key-layers_keep_tensors").inner_text()
     page.screenshot(path=ARTIFACTS / "04c-layers-graph.png")
+    # Beside the reference: Model Explorer opens split, the float graph on the right.
+    page.get_by_text("Beside the reference (fp32), ops matched").click()
+    # Each pane of the split view is titled "<collection> | <graph>".
+    graph.get_by_text("| fp32 (reference)").first.wait_for(timeout=120_000)
+    graph.get_by_text("| int8 (quantized)").first.wait_for(timeout=120_000)
+    panes = (
+        graph.get_by_text("| int8 (quantized)").count(),
+        graph.get_by_text("| fp32 (reference)").count(),
+    )
+    page.screenshot(path=ARTIFACTS / "04d-layers-graph-beside.png")
     errors = page.locator("[data-testid=stException]").count()
     webgl.close()
 
     assert canvases >= 1
+    assert panes[0] >= 1 and panes[1] >= 1, panes
     tensor = picked_text.split(": own SNR")[0].split()[-1]  # "#2 CONV_2D <tensor>: ..."
     assert "#" in picked_text and "own SNR" in picked_text and "inherited" in picked_text
     assert tensor in kept.split("\n"), (picked_text, kept)

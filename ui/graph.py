@@ -60,8 +60,23 @@ def _graph_numbers(
     return GRAPHS.put(json.dumps(graphs)), GRAPHS.put(json.dumps(data))
 
 
-def graph_url(candidate: Path, reference: Path, names: tuple[str, str], report: LayerReport) -> str:
+def _pane(graph_id: str, selected: bool) -> dict:
+    return {"deepestExpandedGroupNodeIds": [], "selectedNodeId": "", "selectedGraphId": graph_id,
+            "selectedCollectionLabel": "", "widthFraction": 0.5, "selected": selected}  # fmt: skip
+
+
+def graph_url(
+    candidate: Path,
+    reference: Path,
+    names: tuple[str, str],
+    report: LayerReport,
+    *,
+    beside: bool = False,
+) -> str:
     """The frame's address: both graphs (the candidate shown) and its own-SNR node data.
+
+    With ``beside``, Model Explorer opens split: the candidate (coloured) on the left,
+    the reference on the right, an op picked on one found on the other.
 
     Raises:
         GraphUnavailable: Model Explorer's adapter cannot be loaded here.
@@ -80,6 +95,8 @@ def graph_url(candidate: Path, reference: Path, names: tuple[str, str], report: 
         # Split view: an op picked on one graph is found on the other (same node ids).
         "sync": {"mode": "match_node_id"},
     }
+    if beside:
+        encoded["uiState"] = {"paneStates": [_pane(names[0], True), _pane(names[1], False)]}
     return f"/model-explorer/?data={quote(json.dumps(encoded))}"
 
 

@@ -131,7 +131,7 @@ def side_by_side(
     plain = json.loads(json.dumps(reference["graphCollections"][0]["graphs"][0]))
     matched["id"], plain["id"] = names
     return {
-        "graphCollections": [{"label": f"{names[0]} and {names[1]}", "graphs": [matched, plain]}]
+        "graphCollections": [{"label": "with its reference", "graphs": [matched, plain]}]
     }
 
 
