@@ -43,11 +43,15 @@ from inference.engine.shards import (
     normalize,
     prepare,
 )
-from inference.formats.datasets import BATCH_SIZE, Record, read_shard
+from inference.formats.datasets import Record, read_shard
 
 __all__ = ["RayEngine", "connect"]
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+ACTOR_START_S = 600
+INFER_BATCH = 16
+"""Images decoded, and run by an actor, per task: small, so that tasks spread over the nodes."""
+"""How long a run waits for its actor pool to start before it fails with Ray's own message."""
 _LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Ray's switch (read when Ray is imported) that makes it name this node 127.0.0.1."""
 
@@ -101,6 +105,12 @@ def connect(address: str) -> Any:
         raise UsageError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
+    # The actor pool starts when all its actors are up, not with the first one: else a
+    # quick set is done by the first node alone while the others are still starting.
+    context.wait_for_min_actors_s = ACTOR_START_S
+    # Batches go to the least busy actor, not to the one on the node that decoded them:
+    # inference is the costly stage, and locality would keep a small set on one node.
+    context.execution_options.actor_locality_enabled = False
     return ray
 
 
@@ -260,15 +270,19 @@ class RayEngine(Engine):
             .map_batches(
                 _prepare,
                 fn_kwargs={"spec": spec},
-                batch_size=BATCH_SIZE,
+                batch_size=INFER_BATCH,
                 batch_format="numpy",
                 num_cpus=0.25,
             )
             .map_batches(
                 _Infer,
                 fn_constructor_kwargs={"spec": spec, "files": files},
-                compute=ray.data.ActorPoolStrategy(size=self.workers),
-                batch_size=BATCH_SIZE,
+                # Small decoded batches, one in flight per actor: a batch that arrives
+                # while an actor is busy goes to another node's actor.
+                compute=ray.data.ActorPoolStrategy(
+                    size=self.workers, max_tasks_in_flight_per_actor=1
+                ),
+                batch_size=INFER_BATCH,
                 batch_format="numpy",
                 num_cpus=0.75,
             )
