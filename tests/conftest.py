@@ -49,10 +49,22 @@ CONVERSION_WAIT_S = 600
 """How long a test's teardown waits for background conversions it left running."""
 
 
+LONG_FILES = ("test_e2e.py", "test_scale_out.py", "test_damage.py", "test_app.py")
+"""The modules that take a minute or more, run first: the two xdist workers take whole
+files in collection order, and a long file started last would leave one worker alone."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+    # Stable and the same in every worker (xdist checks): long files first, then the rest.
+    def order(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=order)
 
 
 def _test_cache(folder: str) -> Path:

@@ -70,10 +70,10 @@ def local_report(fashion: dict[Variant, object]) -> Evaluation:
 
 @pytest.fixture(scope="module")
 def photo_set(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """72 labelled crops of real photos (tabby, espresso, space_shuttle) for Lite0.
+    """48 labelled crops of real photos (tabby, espresso, space_shuttle) for Lite0.
 
-    Lite0's inference (fp32, fp16, dynamic and int8: ~21 ms an image) outweighs
-    decoding here, as in real sets, so a run keeps both nodes' actors busy.
+    Lite0's inference (fp32, dynamic and int8: ~17 ms an image) outweighs decoding
+    here, as in real sets, so a run keeps both nodes' actors busy.
     """
     root = tmp_path_factory.mktemp("photos-labelled")
     for photo, label in (
@@ -85,14 +85,14 @@ def photo_set(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         folder = root / label
         folder.mkdir()
         width, height = image.size
-        for i in range(24):
-            side = int(min(width, height) * (0.6 + 0.016 * i))
+        for i in range(16):
+            side = int(min(width, height) * (0.6 + 0.025 * i))
             left, top = (width - side) * (i % 5) // 4, (height - side) * (i % 3) // 2
             image.crop((left, top, left + side, top + side)).save(folder / f"{i:02d}.png")
     return root
 
 
-LITE0_VARIANTS = (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.INT8)
+LITE0_VARIANTS = (Variant.FP32, Variant.DYNAMIC, Variant.INT8)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
     progress: list[float] = []
     report = evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine,
                       progress=lambda m, f: progress.append(f))  # fmt: skip
-    _same_answers(lite0_local, report, images=72)
+    _same_answers(lite0_local, report, images=48)
     espresso = spec.labels.index("espresso")
     for score in report.scores:  # real photos, real answers (crops of a cat are other cats)
         assert score.per_class[espresso] >= 0.5, score
@@ -192,7 +192,7 @@ def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(
     ray_cluster: object, lite0_local: Evaluation, photo_set: Path
 ) -> None:
     on_ray = run_cli("evaluate", "--model", "efficientnet_lite0", "--data", str(photo_set),
-                     "--variants", "fp32,fp16,dynamic,int8", "--json", "--ray",
+                     "--variants", "fp32,dynamic,int8", "--json", "--ray",
                      ray_cluster.address)  # fmt: skip
     assert on_ray.returncode == 0, on_ray.stderr
     assert "running on a Ray cluster, 2 nodes" in on_ray.stderr
@@ -202,9 +202,9 @@ def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(
         assert row["accuracy"] == round(local.accuracy, 4)
         assert row["top-5"] == round(local.top5, 4)
     run = there["run"]
-    assert run["images"] == 72 and run["images_per_second"] > 0
+    assert run["images"] == 48 and run["images_per_second"] > 0
     assert run["engine"] == "running on a Ray cluster, 2 nodes"
-    assert len(run["nodes"]) == 2 and sum(n["images"] for n in run["nodes"]) == 72
+    assert len(run["nodes"]) == 2 and sum(n["images"] for n in run["nodes"]) == 48
     assert all(n["share"] > 0 for n in run["nodes"])
     assert sum(run["stage_shares"].values()) == pytest.approx(1.0, abs=1e-3)
 
