@@ -9,12 +9,7 @@ are saved in ``artifacts/`` as test artifacts.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -26,12 +21,12 @@ import pytest
 
 from inference.core.specs import SLOW_VARIANTS, TFLITE_VARIANTS
 from tests.conftest import CAT_CLASSES, REPO_ROOT, RunnerPool
+from tests.helpers.streamlit_server import streamlit_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SESSIONS = 16
 SCORE_TOLERANCE = 1e-5
 ARTIFACTS = REPO_ROOT / "artifacts"
-SERVER_START_TIMEOUT_S = 120
 PAGE_TIMEOUT_MS = 240_000
 CHROMIUM_FLAGS = [
     "--headless",
@@ -50,12 +45,6 @@ WEBGL_FLAGS = [f for f in CHROMIUM_FLAGS if f != "--disable-gpu"] + [
 ]
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -95,51 +84,17 @@ def server(runners: RunnerPool, conversion_cache: Path) -> Iterator[str]:
     Compare and Layers fp32 and int8, the API fp32 and int8 (and the Keras original).
     """
     runners.convert("efficientnet_lite0", [v for v in TFLITE_VARIANTS if v not in SLOW_VARIANTS])
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    with open(ARTIFACTS / "streamlit.log", "w") as log:
-        command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py"]
-        command += ["--server.port", str(port), "--server.headless", "true"]
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env={
-                **os.environ,
-                "QUANTLENS_CACHE_DIR": str(conversion_cache),
-                # The concurrency tests send hundreds of requests from one address; the
-                # rate limit itself is tested in tests/test_api_guard.py.
-                "QUANTLENS_API_RATE": "1000000",
-                "QUANTLENS_API_BURST": "1000",
-                # The concurrency test asks for the Keras original without an API key.
-                "QUANTLENS_API_ORIGINAL": "1",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_healthy(process, base)
-            yield base
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _wait_until_healthy(process: subprocess.Popen, base: str) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"streamlit exited with {process.returncode}; see artifacts/streamlit.log")
-        try:
-            if _get(f"{base}/api/health", timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("streamlit did not answer /api/health in time")
+    env = {
+        "QUANTLENS_CACHE_DIR": str(conversion_cache),
+        # The concurrency tests send hundreds of requests from one address; the
+        # rate limit itself is tested in tests/test_api_guard.py.
+        "QUANTLENS_API_RATE": "1000000",
+        "QUANTLENS_API_BURST": "1000",
+        # The concurrency test asks for the Keras original without an API key.
+        "QUANTLENS_API_ORIGINAL": "1",
+    }
+    with streamlit_server(env, ARTIFACTS / "streamlit.log") as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

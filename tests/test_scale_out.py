@@ -264,13 +264,12 @@ def test_nothing_imports_ray_unless_a_cluster_is_configured() -> None:
 def test_the_benchmark_page_evaluates_on_the_cluster_in_a_real_browser(
     ray_cluster: object, runners: RunnerPool, conversion_cache: Path
 ) -> None:
+    from tests.helpers.streamlit_server import streamlit_server
     from tests.test_e2e import (
         ARTIFACTS,
         CHROMIUM,
         CHROMIUM_FLAGS,
         PAGE_TIMEOUT_MS,
-        _free_port,
-        _wait_until_healthy,
     )
 
     if not Path(CHROMIUM).exists():
@@ -278,60 +277,31 @@ def test_the_benchmark_page_evaluates_on_the_cluster_in_a_real_browser(
     playwright_api = pytest.importorskip("playwright.sync_api")
     # The page's default variants for the Fashion-MNIST CNN, made before the server starts.
     runners.convert(FASHION, [v for v in Variant if v.is_tflite and v is not Variant.INT16X8])
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    with open(ARTIFACTS / "streamlit-ray.log", "w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "streamlit_app.py",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-            ],
-            cwd=REPO_ROOT,
-            env={
-                **os.environ,
-                "QUANTLENS_CACHE_DIR": str(conversion_cache),
-                "QUANTLENS_RAY_ADDRESS": ray_cluster.address,
-                "QUANTLENS_WARM_START": "0",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_healthy(process, base)
-            with playwright_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 4000})
-                page.set_default_timeout(PAGE_TIMEOUT_MS)
-                page.goto(f"{base}/benchmark")
-                page.get_by_text("Evaluations run on the Ray cluster").wait_for()
-                page.get_by_role("button", name="Evaluate").click()
-                line = page.locator(
-                    "[data-testid=stCaptionContainer]", has_text="on a Ray cluster, 2 nodes:"
-                ).first
-                try:
-                    line.wait_for(timeout=90_000)
-                finally:
-                    page.screenshot(path=ARTIFACTS / "05-benchmark-ray.png")
-                shown = line.inner_text()
-                page.get_by_text("Latency vs accuracy").wait_for()
-                line.scroll_into_view_if_needed()
-                page.screenshot(path=ARTIFACTS / "05-benchmark-ray.png")
-                errors = page.locator("[data-testid=stException]").count()
-                browser.close()
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    env = {
+        "QUANTLENS_CACHE_DIR": str(conversion_cache),
+        "QUANTLENS_RAY_ADDRESS": ray_cluster.address,
+        "QUANTLENS_WARM_START": "0",
+    }
+    with (
+        streamlit_server(env, ARTIFACTS / "streamlit-ray.log") as base,
+        playwright_api.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 4000})
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        page.goto(f"{base}/benchmark")
+        page.get_by_text("Evaluations run on the Ray cluster").wait_for()
+        page.get_by_role("button", name="Evaluate").click()
+        line = page.locator(
+            "[data-testid=stCaptionContainer]", has_text="on a Ray cluster, 2 nodes:"
+        ).first
+        line.wait_for()
+        shown = line.inner_text()
+        page.get_by_text("Latency vs accuracy").wait_for()
+        line.scroll_into_view_if_needed()
+        page.screenshot(path=ARTIFACTS / "05-benchmark-ray.png")
+        errors = page.locator("[data-testid=stException]").count()
+        browser.close()
     assert "200 images in" in shown and "Images per node:" in shown, shown
     shares = [int(p.split()[-1].rstrip("%")) for p in shown.split("Images per node:")[1].split(",")]
     assert len(shares) == 2 and all(share > 0 for share in shares), shown
