@@ -106,5 +106,17 @@ if report is not None:
         charts.confusion_chart(tables.confusion_table(report, scored[variant])),
         width="content",
     )
+    st.markdown(
+        "**How sure it should be**: the reliability diagram (on the diagonal, a variant is "
+        "as often right as it is sure; ECE in the table above) and how often each variant's "
+        f"top-1 differs from {report.reference.value}'s, by {report.reference.value}'s confidence"
+    )
+    sure_left, sure_right = st.columns([3, 2])
+    sure_left.altair_chart(
+        charts.reliability_chart(tables.reliability_points(report)), width="stretch"
+    )
+    sure_right.dataframe(
+        tables.flip_rates(report), hide_index=True, width="stretch", key="bench_flip_rates"
+    )
     with st.expander("Per-class accuracy"):
         st.dataframe(tables.per_class_table(report), hide_index=True, width="stretch")

@@ -306,7 +306,15 @@ def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
     report = at.session_state["bench_evaluation"]
     assert report.images == 200
     assert all(score.accuracy > 0.8 for score in report.scores)
-    assert len(at.get("vega_lite_chart")) >= 4  # latency, size, Pareto, confusion
+    assert len(at.get("vega_lite_chart")) >= 5  # latency, size, Pareto, reliability, confusion
+    frames = [frame.value for frame in at.dataframe]
+    summary = next(f for f in frames if "ECE" in f.columns).set_index("variant")
+    for score in report.scores:  # the table's ECE is each variant's own
+        assert summary.loc[score.variant.value, "ECE"] == round(score.ece, 4)
+    flips = next(f for f in frames if "flip rate" in f.columns)
+    assert set(flips["variant"]) == {s.variant.value for s in report.scores} - {
+        report.reference.value
+    }
 
 
 def test_an_image_over_the_upload_limit_is_refused_by_name(converted: None) -> None:

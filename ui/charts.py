@@ -336,3 +336,30 @@ def search_chart(rows: pd.DataFrame, float_accuracy: float, budget: float) -> al
         )
     )
     return alt.layer(rules, points, labels).properties(height=300)
+
+
+def reliability_chart(points: pd.DataFrame) -> alt.LayerChart:
+    """Accuracy against confidence per bin, one line per variant; the diagonal is calibrated."""
+    diagonal = (
+        alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]}))
+        .mark_line(color="#999", strokeDash=[4, 4])
+        .encode(x="x:Q", y="y:Q")
+    )
+    lines = (
+        alt.Chart(points)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(
+                "confidence:Q", title="top-1 confidence (bin mean)", scale=alt.Scale(domain=[0, 1])
+            ),
+            y=alt.Y("accuracy:Q", title="accuracy in the bin", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("variant:N", title=None),
+            tooltip=[
+                "variant:N",
+                "images:Q",
+                alt.Tooltip("confidence:Q", format=".3f"),
+                alt.Tooltip("accuracy:Q", format=".3f"),
+            ],
+        )
+    )
+    return alt.layer(diagonal, lines).properties(height=320)

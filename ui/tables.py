@@ -196,6 +196,31 @@ def evaluation_table(report: Evaluation) -> pd.DataFrame:
     return summary
 
 
+def reliability_points(report: Evaluation) -> pd.DataFrame:
+    """The reliability diagram's points: per variant and confidence bin, confidence and accuracy."""
+    return pd.DataFrame(
+        [
+            {"variant": name, **row}
+            for name, found in report.calibration().items()
+            for row in found["reliability"]
+        ]
+    )
+
+
+def flip_rates(report: Evaluation) -> pd.DataFrame:
+    """Per variant: how often top-1 differs from the reference's, by the reference's confidence."""
+    rows = []
+    for name, found in report.calibration().items():
+        for bucket in found["flips_by_reference_confidence"] or []:
+            rows.append({
+                "variant": name,
+                "reference confidence": f"{bucket['low']:.1f}-{bucket['high']:.1f}",
+                "images": bucket["images"],
+                "flip rate": bucket["flip_rate"],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def pareto_points(report: Evaluation, results: Sequence[BenchResult]) -> pd.DataFrame:
     """Latency against accuracy per evaluated variant.
 

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inference.analysis.calibration import (
+    expected_calibration_error,
+    flips_by_confidence,
+    reliability,
+)
 from inference.core.errors import InputError
 from inference.core.specs import AnyVariant, ModelSpec, Variant
 from inference.engine.executors import InProcess
@@ -87,6 +92,14 @@ class VariantScore:
     """Each image's top-1 class, in the set's order."""
     confidence: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.float32))
     """Each image's top-1 probability."""
+    truth: np.ndarray | None = field(repr=False, default=None)
+    """Each image's true class."""
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error of its top-1 confidence (15 bins)."""
+        truth = self.top1 if self.truth is None else self.truth
+        return expected_calibration_error(self.confidence, self.top1 == truth)
 
     def as_row(self) -> dict[str, object]:
         return {
@@ -94,6 +107,7 @@ class VariantScore:
             "accuracy": round(self.accuracy, 4),
             "top-5": round(self.top5, 4),
             "agreement": None if self.agreement is None else round(self.agreement, 4),
+            "ECE": round(self.ece, 4) if len(self.top1) else None,
             "median ms": round(self.median_ms, 3),
         }
 
@@ -145,6 +159,20 @@ class Evaluation:
                 {"node": node, "images": count, "share": round(count / total, 4)}
                 for node, count in self.nodes.items()
             ],
+        }
+
+    def calibration(self) -> dict[str, object]:
+        """Per variant: ECE, reliability diagram bins, flips by the reference's confidence."""
+        reference = next(s for s in self.scores if s.variant == self.reference)
+        return {
+            s.variant.value: {
+                "ece": round(s.ece, 6),
+                "reliability": reliability(s.confidence, s.top1 == s.truth),
+                "flips_by_reference_confidence": None
+                if s.variant == self.reference
+                else flips_by_confidence(reference.confidence, reference.top1, s.top1),
+            }
+            for s in self.scores
         }
 
     def per_class_rows(self) -> list[dict[str, object]]:
@@ -352,6 +380,7 @@ def evaluate(
                 median_ms=float(np.median(answers.per_image_ms[variant.value])),
                 top1=top1,
                 confidence=confidences[variant.value],
+                truth=truth,
             )
         )
     return Evaluation(

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 "run": report.summary(),
                 "summary": summary,
                 "per_class": report.per_class_rows(),
+                "calibration": report.calibration(),
                 "confusion": {s.variant.value: s.confusion.tolist() for s in report.scores},
                 "confusion_labels": [spec.labels[i] for i in report.classes] + ["other"],
                 "problems": list(report.problems),
