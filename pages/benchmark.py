@@ -109,7 +109,8 @@ if report is not None:
     st.markdown(
         "**How sure it should be**: the reliability diagram (on the diagonal, a variant is "
         "as often right as it is sure; ECE in the table above) and how often each variant's "
-        f"top-1 differs from {report.reference.value}'s, by {report.reference.value}'s confidence"
+        f"top-1 differs from {report.reference.value}'s, by {report.reference.value}'s confidence "
+        "(columns: confidence bucket and its images)"
     )
     sure_left, sure_right = st.columns([3, 2])
     sure_left.altair_chart(

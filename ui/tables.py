@@ -208,16 +208,20 @@ def reliability_points(report: Evaluation) -> pd.DataFrame:
 
 
 def flip_rates(report: Evaluation) -> pd.DataFrame:
-    """Per variant: how often top-1 differs from the reference's, by the reference's confidence."""
+    """Per variant (rows): how often top-1 differs from the reference's, by its confidence.
+
+    Each column is a bucket of the reference's top-1 confidence, named with its
+    image count; empty buckets are left out.
+    """
     rows = []
     for name, found in report.calibration().items():
+        row: dict[str, object] = {"variant": name}
         for bucket in found["flips_by_reference_confidence"] or []:
-            rows.append({
-                "variant": name,
-                "reference confidence": f"{bucket['low']:.1f}-{bucket['high']:.1f}",
-                "images": bucket["images"],
-                "flip rate": bucket["flip_rate"],
-            })  # fmt: skip
+            if bucket["images"]:
+                label = f"{bucket['low']:.1f}-{bucket['high']:.1f} ({bucket['images']})"
+                row[label] = round(bucket["flip_rate"], 4)
+        if len(row) > 1:
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
