@@ -119,5 +119,25 @@ if report is not None:
     sure_right.dataframe(
         tables.flip_rates(report), hide_index=True, width="stretch", key="bench_flip_rates"
     )
+    quantized = [n for n, v in scored.items() if v != report.reference]
+    if quantized:
+        st.markdown(
+            f"**The images it forgets**: where a variant's top-1 differs from "
+            f"{report.reference.value}'s, surest {report.reference.value} answer first"
+        )
+        picked = st.selectbox("Variant", quantized, key="bench_forgotten_variant")
+        forgotten = report.forgotten(scored[picked])
+        if not forgotten:
+            st.caption(f"{picked} gives {report.reference.value}'s top-1 on every image.")
+        columns = st.columns(6)
+        for i, item in enumerate(forgotten):
+            with columns[i % 6]:
+                if item["source"] is not None:
+                    st.image(item["source"], width="stretch")
+                st.caption(
+                    f"**{item['name']}** (truth: {item['truth']}). {report.reference.value}: "
+                    f"{item['reference']} {item['reference_confidence']:.0%}; {picked}: "
+                    f"{item['variant']} {item['variant_confidence']:.0%}"
+                )
     with st.expander("Per-class accuracy"):
         st.dataframe(tables.per_class_table(report), hide_index=True, width="stretch")

@@ -312,6 +312,18 @@ def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
     for score in report.scores:  # the table's ECE is each variant's own
         assert summary.loc[score.variant.value, "ECE"] == round(score.ece, 4)
     flips = next(f for f in frames if any(str(c).startswith("0.9-1.0") for c in f.columns))
+    # The images a variant forgets: each one whose top-1 differs from the reference's.
+    reference = next(s for s in report.scores if s.variant == report.reference)
+    for score in report.scores:
+        if score.variant == report.reference:
+            continue
+        at.selectbox(key="bench_forgotten_variant").set_value(score.variant.value).run()
+        differ = int(np.sum(score.top1 != reference.top1))
+        gallery = [c.value for c in at.caption if "(truth:" in c.value]
+        assert len(gallery) == min(differ, 24)
+        assert len(at.get("imgs")) == len(gallery)
+        if not differ:
+            assert any("on every image" in c.value for c in at.caption)
     assert set(flips["variant"]) == {s.variant.value for s in report.scores} - {
         report.reference.value
     }

@@ -73,3 +73,36 @@ def test_flips_by_confidence_by_hand() -> None:
         (0, None),
         (2, 0.5),
     ]
+
+
+def test_the_images_a_variant_forgets_are_its_disagreements_surest_first(
+    runners: RunnerPool,
+) -> None:
+    spec = get_spec("fashion_mnist_cnn")
+    chosen = {Variant(v): runners.get(spec.name, v) for v in ("fp32", "w4")}
+    report = evaluate(
+        spec, chosen, scan_folder(spec.labelled_sample, spec.labels), engine=InProcess()
+    )
+    fp32, w4 = report.scores
+    differ = int(np.sum(fp32.top1 != w4.top1))
+    forgotten = report.forgotten(Variant.W4)
+    assert len(forgotten) == min(differ, 24) and differ > 0
+    sure = [item["reference_confidence"] for item in forgotten]
+    assert sure == sorted(sure, reverse=True)
+    for item in forgotten:
+        assert item["reference"] != item["variant"]
+        # The file is the one scored: its folder is its true class, and fp32 answers it again.
+        assert (
+            item["name"].split("/")[0].replace("_", "").lower()
+            in item["truth"].replace("-", "").replace("/", "").replace(" ", "").lower()
+        )
+        again = chosen[Variant.FP32].predict(_input(spec, item["source"]))
+        assert spec.labels[int(again.argmax())] == item["reference"]
+
+
+def _input(spec: object, source: object) -> np.ndarray:
+    from inference.formats.images import decode_image, draft_size, preprocess
+
+    image = decode_image(source, color_mode=spec.preprocessing.color_mode,
+                         min_size=draft_size(spec.preprocessing))  # fmt: skip
+    return preprocess(image, spec.preprocessing)

@@ -131,6 +131,44 @@ class Evaluation:
     """Images each node (Ray) or process answered."""
     tensorflow_on_workers: bool = False
     """Whether any worker had TensorFlow imported (it never should)."""
+    keys: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    """Each scored image as ``shard << 32 | offset`` in the set that was evaluated."""
+    dataset: LabelledSet | None = field(repr=False, default=None)
+    """That set (as sharded for the run): where :meth:`forgotten` finds the images."""
+
+    def forgotten(self, variant: AnyVariant, limit: int = 24) -> list[dict[str, object]]:
+        """Images where ``variant``'s top-1 differs from the reference's, surest reference first.
+
+        Each: ``name``, ``source`` (the encoded image or its path; None when the set is not
+        a listing), the true class, and both answers with their confidence.
+        """
+        reference = next(s for s in self.scores if s.variant == self.reference)
+        score = next(s for s in self.scores if s.variant == variant)
+        differ = np.flatnonzero(score.top1 != reference.top1)
+        order = differ[np.argsort(-reference.confidence[differ], kind="stable")][:limit]
+        listed = self.dataset is not None and self.dataset.count is not None
+        found = []
+        for row in order:
+            shard, offset = int(self.keys[row] >> 32), int(self.keys[row] & 0xFFFFFFFF)
+            name, source = f"image {row}", None
+            if listed:
+                try:
+                    name = self.dataset.shards[shard].items[offset][0]
+                    source = self.dataset.images[
+                        sum(len(s.items) for s in self.dataset.shards[:shard]) + offset
+                    ].source
+                except (IndexError, InputError):
+                    source = None
+            found.append({
+                "name": name,
+                "source": source,
+                "truth": self.labels[int(score.truth[row])],
+                "reference": self.labels[int(reference.top1[row])],
+                "reference_confidence": float(reference.confidence[row]),
+                "variant": self.labels[int(score.top1[row])],
+                "variant_confidence": float(score.confidence[row]),
+            })  # fmt: skip
+        return found
 
     @property
     def images_per_second(self) -> float:
@@ -396,4 +434,6 @@ def evaluate(
         stages=dict(answers.seconds),
         nodes=dict(answers.nodes),
         tensorflow_on_workers=answers.tensorflow_on_workers,
+        keys=ordered.keys,
+        dataset=dataset,
     )
