@@ -264,15 +264,16 @@ class RayEngine(Engine):
             ray.data.from_items(
                 [{"shard": pickle.dumps(job.shard)} for job in jobs], override_num_blocks=len(jobs)
             )
-            # Reading and preprocessing take a quarter of a CPU each, so they run beside
-            # the actors (three quarters: one per 1-CPU node) and decode while they infer.
-            .flat_map(_read, num_cpus=0.25)
+            # Reading and preprocessing ask a tenth of a CPU, so several run beside each
+            # actor and keep ahead of it: batches queue, and a busy actor's next one goes
+            # to another node's actor.
+            .flat_map(_read, num_cpus=0.1)
             .map_batches(
                 _prepare,
                 fn_kwargs={"spec": spec},
                 batch_size=INFER_BATCH,
                 batch_format="numpy",
-                num_cpus=0.25,
+                num_cpus=0.1,
             )
             .map_batches(
                 _Infer,
@@ -284,7 +285,9 @@ class RayEngine(Engine):
                 ),
                 batch_size=INFER_BATCH,
                 batch_format="numpy",
-                num_cpus=0.75,
+                num_cpus=0.5,
+                # The actors are spread over the nodes (half a CPU would let two share one).
+                scheduling_strategy="SPREAD",
             )
         )
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
