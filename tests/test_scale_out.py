@@ -165,9 +165,16 @@ def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
     assert engine.kind == "ray" and engine.nodes == 2
     assert engine.description == "running on a Ray cluster, 2 nodes"
     progress: list[float] = []
-    report = evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine,
-                      progress=lambda m, f: progress.append(f))  # fmt: skip
-    _same_answers(lite0_local, report, images=48)
+    # Which actor takes a batch depends on timing, and this 2-core machine is shared with
+    # the other test worker: every run must give the local answers, and the work must
+    # land on both nodes in one of up to three runs.
+    for _ in range(3):
+        progress.clear()
+        report = evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine,
+                          progress=lambda m, f: progress.append(f))  # fmt: skip
+        _same_answers(lite0_local, report, images=48)
+        if len(report.nodes) == 2:
+            break
     espresso = spec.labels.index("espresso")
     for score in report.scores:  # real photos, real answers (crops of a cat are other cats)
         assert score.per_class[espresso] >= 0.5, score
@@ -191,12 +198,17 @@ def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
 def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(
     ray_cluster: object, lite0_local: Evaluation, photo_set: Path
 ) -> None:
-    on_ray = run_cli("evaluate", "--model", "efficientnet_lite0", "--data", str(photo_set),
-                     "--variants", "fp32,dynamic,int8", "--json", "--ray",
-                     ray_cluster.address)  # fmt: skip
-    assert on_ray.returncode == 0, on_ray.stderr
-    assert "running on a Ray cluster, 2 nodes" in on_ray.stderr
-    there = json.loads(on_ray.stdout)
+    for _ in range(3):  # as above: the local accuracies every time, both nodes in one run
+        on_ray = run_cli("evaluate", "--model", "efficientnet_lite0", "--data", str(photo_set),
+                         "--variants", "fp32,dynamic,int8", "--json", "--ray",
+                         ray_cluster.address)  # fmt: skip
+        assert on_ray.returncode == 0, on_ray.stderr
+        assert "running on a Ray cluster, 2 nodes" in on_ray.stderr
+        there = json.loads(on_ray.stdout)
+        for local, row in zip(lite0_local.scores, there["summary"], strict=True):
+            assert row["accuracy"] == round(local.accuracy, 4)
+        if len(there["run"]["nodes"]) == 2:
+            break
     for local, row in zip(lite0_local.scores, there["summary"], strict=True):
         assert row["variant"] == local.variant.value
         assert row["accuracy"] == round(local.accuracy, 4)
