@@ -24,7 +24,7 @@ from ui.flips import (
     flips_table,
     worst_tensors_table,
 )
-from ui.graph import adapter_problem, graph_url, legend_line, picked_line, record_of, show_graph
+from ui.graph import graph_section
 from ui.layers import (
     build_fixed_file,
     build_fixed_variant,
@@ -44,13 +44,6 @@ from ui.widgets import image_inputs, model_picker
 FLOAT_REFERENCES = (Variant.FP32, Variant.FP16, Variant.DYNAMIC, Variant.W4)
 MAX_FLIPS_DETAILED = 5
 """Flipped images shown with their top-k and worst tensors (each costs one layer report)."""
-
-
-def _keep_in_float(tensor: str) -> None:
-    """A node picked on the graph joins the tensors kept in float (before that widget draws)."""
-    kept = list(st.session_state.get("layers_keep_tensors", []))
-    if tensor not in kept:
-        st.session_state["layers_keep_tensors"] = [*kept, tensor]
 
 
 st.title("Layers")
@@ -203,43 +196,16 @@ explorer_cell.download_button(
     help="Load it over the .tflite graph in Google's Model Explorer (ai-edge-model-explorer).",
 )
 
-st.markdown("**The graph** (Google's Model Explorer, served by this app)")
-graph_problem = adapter_problem()
-if graph_problem:
-    st.info(graph_problem, icon=":material/account_tree:")
-elif st.toggle("Show the graph, coloured by each op's own error", key="layers_graph"):
-    beside = st.checkbox(
-        f"Beside the reference ({reference.value}), ops matched",
-        key="layers_graph_beside",
-        help="Model Explorer's split view: an op picked on one graph is found on the other.",
-    )
-    try:
-        url = graph_url(
-            Path(candidate_file),
-            Path(variant_path(spec, reference)),
-            (label, reference.value),
-            report,
-            beside=beside,
-        )
-    except Exception as exc:
-        show_error(exc, f"drawing the graph of {label}")
-    else:
-        rows_picked = worst_event.selection.rows if worst_event else []
-        # A row of the table, else a point of the chart: that op is selected on the graph.
-        wanted = worst_ten[rows_picked[0]] if rows_picked else (chart_pick or [None])[0]
-        st.caption(legend_line(report))
-        shown = show_graph(url, wanted, key="layers_graph_frame")
-        record = record_of(report, (shown or {}).get("tensors", []))
-        if record is not None:
-            pick_cell, keep_cell = st.columns([4, 1])
-            pick_cell.markdown("Picked on the graph: " + picked_line(record))
-            keep_cell.button(
-                "Keep it in float",
-                key="layers_graph_keep",
-                on_click=_keep_in_float,
-                args=(record.tensor,),
-                help="Adds it to the tensors kept in float below; then Build and measure.",
-            )
+graph_section(
+    report,
+    Path(candidate_file),
+    Path(variant_path(spec, reference)),
+    (label, reference.value),
+    # A row of the table, else a point of the chart: that op is selected on the graph.
+    wanted=worst_ten[worst_event.selection.rows[0]]
+    if worst_event and worst_event.selection.rows
+    else (chart_pick or [None])[0],
+)
 
 st.divider()
 st.subheader("Sensitivity scan")

@@ -25,10 +25,12 @@ from inference.formats.graph_json import (
     side_by_side,
 )
 from inference.registry.graphs import GRAPHS
+from ui.resources import show_error
 
 __all__ = [
     "GRAPH_HEIGHT",
     "adapter_problem",
+    "graph_section",
     "graph_url",
     "legend_line",
     "picked_line",
@@ -132,3 +134,54 @@ def legend_line(report: LayerReport) -> str:
         f"{min(values):.1f} dB (the most error made) through orange and yellow to green "
         f"{max(values):.1f} dB. Expand a layer to see its ops; pick a node to see its figures."
     )
+
+
+def _keep_in_float(tensor: str) -> None:
+    """A node picked on the graph joins the tensors kept in float (before that widget draws)."""
+    kept = list(st.session_state.get("layers_keep_tensors", []))
+    if tensor not in kept:
+        st.session_state["layers_keep_tensors"] = [*kept, tensor]
+
+
+def graph_section(
+    report: LayerReport,
+    candidate: Path,
+    reference: Path,
+    names: tuple[str, str],
+    *,
+    wanted: str | None,
+) -> None:
+    """The Layers page's graph: a toggle, the frame, and the node picked on it.
+
+    ``wanted`` is the output tensor the page's table or chart picked: selected on the graph.
+    """
+    st.markdown("**The graph** (Google's Model Explorer, served by this app)")
+    problem = adapter_problem()
+    if problem:
+        st.info(problem, icon=":material/account_tree:")
+        return
+    if not st.toggle("Show the graph, coloured by each op's own error", key="layers_graph"):
+        return
+    beside = st.checkbox(
+        f"Beside the reference ({names[1]}), ops matched",
+        key="layers_graph_beside",
+        help="Model Explorer's split view: an op picked on one graph is found on the other.",
+    )
+    try:
+        url = graph_url(candidate, reference, names, report, beside=beside)
+    except Exception as exc:
+        show_error(exc, f"drawing the graph of {names[0]}")
+        return
+    st.caption(legend_line(report))
+    shown = show_graph(url, wanted, key="layers_graph_frame")
+    record = record_of(report, (shown or {}).get("tensors", []))
+    if record is not None:
+        pick_cell, keep_cell = st.columns([4, 1])
+        pick_cell.markdown("Picked on the graph: " + picked_line(record))
+        keep_cell.button(
+            "Keep it in float",
+            key="layers_graph_keep",
+            on_click=_keep_in_float,
+            args=(record.tensor,),
+            help="Adds it to the tensors kept in float below; then Build and measure.",
+        )
