@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +18,7 @@ from starlette.testclient import TestClient
 
 from api import guard
 from api.guard import RateLimiter, guarded
-from tests.conftest import REPO_ROOT
+from tests.helpers.streamlit_server import streamlit_server
 
 
 class Clock:
@@ -304,14 +299,6 @@ def test_an_unusable_hop_count_means_one(monkeypatch: pytest.MonkeyPatch, hops: 
 
 # -- A real ``streamlit run`` server with an unreadable secrets.toml.
 
-SERVER_START_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _call(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=data, headers=headers or {})
@@ -332,44 +319,11 @@ def broken_secrets_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     secrets = tmp_path / ".streamlit" / "secrets.toml"
     secrets.parent.mkdir()
     secrets.write_text('QUANTLENS_API_KEY = "s3cret\n')
-    port = _free_port()
     log_path = tmp_path / "streamlit.log"
-    env = {
-        **os.environ,
-        "QUANTLENS_WARM_START": "0",
-        "QUANTLENS_CACHE_DIR": str(tmp_path / "cache"),
-    }
-    env.pop(guard.KEY_ENV, None)
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py"]
-    command += ["--server.port", str(port), "--server.address", "127.0.0.1"]
-    command += ["--server.headless", "true", "--server.fileWatcherType", "none"]
-    command += ["--secrets.files", str(secrets)]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with {process.returncode}: {log_path.read_text()}")
-            try:
-                if _call(f"{base}/api/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer /api/health in time: {log_path.read_text()}")
-            time.sleep(0.2)
+    env = {"QUANTLENS_WARM_START": "0", "QUANTLENS_CACHE_DIR": str(tmp_path / "cache")}
+    options = ["--server.fileWatcherType", "none", "--secrets.files", str(secrets)]
+    with streamlit_server(env, log_path, options=options, unset=[guard.KEY_ENV]) as base:
         yield base, log_path
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_a_server_with_an_unreadable_secrets_toml_refuses_api_predict(

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -45,15 +45,34 @@ def wait_until_healthy(process: subprocess.Popen, base: str, log_path: Path) -> 
 
 
 @contextlib.contextmanager
-def streamlit_server(env: Mapping[str, str], log_path: Path) -> Iterator[str]:
-    """The server's base URL while the block runs; ``env`` is added to this process's."""
+def streamlit_server(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    options: Sequence[str] = (),
+    unset: Sequence[str] = (),
+) -> Iterator[str]:
+    """The server's base URL while the block runs, listening on 127.0.0.1 only.
+
+    ``env`` is added to this process's environment and ``unset`` taken out of it;
+    ``options`` are more ``streamlit run`` options.
+    """
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [*STREAMLIT_RUN, "--server.port", str(port), "--server.headless", "true"],
+            [
+                *STREAMLIT_RUN,
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                *options,
+            ],
             cwd=REPO_ROOT,
-            env={**os.environ, **env},
+            env={k: v for k, v in {**os.environ, **env}.items() if k not in unset},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
