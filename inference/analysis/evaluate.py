@@ -27,6 +27,7 @@ from inference.core.specs import AnyVariant, ModelSpec, Variant
 from inference.engine.executors import InProcess
 from inference.engine.runners import LiteRTRunner, Runner
 from inference.engine.shards import Engine, ShardJob, ShardResult
+from inference.formats.corruptions import Corruption
 
 # Labelled sets are read in formats/ (inference.formats.datasets); their names stay
 # importable from here for the callers that import them from this module.
@@ -319,6 +320,7 @@ def run_answers(
     runners: Mapping[AnyVariant, Runner] | None = None,
     engine: Engine | None = None,
     progress: Callable[[str, float], None] | None = None,
+    corruption: Corruption | None = None,
 ) -> Answers:
     """Every readable image of ``dataset`` through the variants, on ``engine``.
 
@@ -337,7 +339,10 @@ def run_answers(
             "save it to a folder the workers can read"
         )
     answers = Answers(problems=list(dataset.problems))
-    jobs = [ShardJob(spec, shard, tuple(files), threads=engine.threads) for shard in dataset.shards]
+    jobs = [
+        ShardJob(spec, shard, tuple(files), threads=engine.threads, corruption=corruption)
+        for shard in dataset.shards
+    ]
     total = dataset.count
     for result in engine.run(jobs, runners):
         answers.add(result)
@@ -357,13 +362,15 @@ def evaluate(
     *,
     engine: Engine | None = None,
     progress: Callable[[str, float], None] | None = None,
+    corruption: Corruption | None = None,
 ) -> Evaluation:
     """Run every variant on every image of ``dataset`` and score them.
 
     Each image is decoded and preprocessed once per run and fed to every variant
     of it, so the variants see exactly the same inputs. On a pool or a Ray
     cluster the ``.tflite`` runners' files go to the workers; the Keras original
-    (TensorFlow never goes to a worker) runs here, on the same images.
+    (TensorFlow never goes to a worker) runs here, on the same images. A
+    ``corruption`` is applied to every picture first (a robustness run).
 
     Raises:
         InputError: None of the images could be decoded.
@@ -376,14 +383,20 @@ def evaluate(
     files = [(v, str(r.path)) for v, r in runners.items() if isinstance(r, LiteRTRunner)]
     here = {v: r for v, r in runners.items() if not isinstance(r, LiteRTRunner)}
     if engine.kind == "process" or not files:
-        answers = run_answers(spec, dataset, runners=runners, progress=progress)
+        answers = run_answers(
+            spec, dataset, runners=runners, progress=progress, corruption=corruption
+        )
         extra = None
     else:
         # Shards small enough for every worker to get some; both runs read the same ones.
         dataset = dataset.with_shard_size(_shard_size(dataset.count, engine.workers))
-        answers = run_answers(spec, dataset, files=files, engine=engine, progress=progress)
+        answers = run_answers(
+            spec, dataset, files=files, engine=engine, progress=progress, corruption=corruption
+        )
         # TensorFlow never goes to a worker: the Keras original runs here, on the same images.
-        extra = run_answers(spec, dataset, runners=here) if here else None
+        extra = (
+            run_answers(spec, dataset, runners=here, corruption=corruption) if here else None
+        )
     seconds = time.perf_counter() - began
     if not answers.count:
         raise InputError("none of the images could be read; " + "; ".join(answers.problems[:3]))

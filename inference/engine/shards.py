@@ -33,6 +33,7 @@ import numpy as np
 from inference.core.errors import InputError
 from inference.core.specs import AnyVariant, ModelSpec
 from inference.engine.runners import LiteRTRunner, Runner
+from inference.formats.corruptions import Corruption
 from inference.formats.datasets import BATCH_SIZE, Record, Shard, read_shard
 from inference.formats.images import decode_image, draft_size, normalize, prepare_image, preprocess
 
@@ -65,6 +66,8 @@ class ShardJob:
     """(variant, path of its ``.tflite``), in report order."""
     threads: int = 1
     """LiteRT threads per runner: one per worker process, which fills its core."""
+    corruption: Corruption | None = None
+    """Applied to each picture as the model sees it, before normalizing (a robustness run)."""
 
 
 @dataclass
@@ -120,12 +123,20 @@ def batched(items: Iterable[Record | str], size: int = BATCH_SIZE) -> Iterator[l
         yield batch
 
 
-def prepare(items: Sequence[Record | str], spec: ModelSpec, *, pixels: bool = False) -> Prepared:
+def prepare(
+    items: Sequence[Record | str],
+    spec: ModelSpec,
+    *,
+    pixels: bool = False,
+    corruption: Corruption | None = None,
+) -> Prepared:
     """Decode and preprocess records; an unreadable image becomes a one-line problem.
 
     With ``pixels``, the inputs are the cropped and resized uint8 pixels, a quarter
     of the float32 bytes, for :func:`normalize` where the model runs (a cluster
-    moves them between nodes): the same numbers in the end.
+    moves them between nodes): the same numbers in the end. A ``corruption`` is
+    applied to those pixels, seeded by each image's name, so every engine sees
+    the same corrupted image.
     """
     pre = spec.preprocessing
     size = draft_size(pre)
@@ -143,7 +154,12 @@ def prepare(items: Sequence[Record | str], spec: ModelSpec, *, pixels: bool = Fa
             problems.append(str(exc))
             continue
         decoded = time.perf_counter()
-        if pixels:
+        if corruption is not None:
+            resized = np.asarray(prepare_image(image, pre))
+            resized = corruption.apply(resized[..., None] if resized.ndim == 2 else resized,
+                                       item.name)  # fmt: skip
+            inputs.append(resized if pixels else normalize(resized, pre.normalize))
+        elif pixels:
             resized = np.asarray(prepare_image(image, pre))
             inputs.append(resized[..., None] if resized.ndim == 2 else resized)
         else:
@@ -294,7 +310,7 @@ def run_shard(
         seconds["read"] += time.perf_counter() - began
         if batch is None:
             break
-        prepared = prepare(batch, job.spec)
+        prepared = prepare(batch, job.spec, corruption=job.corruption)
         seconds["decode"] += prepared.decode_s
         seconds["preprocess"] += prepared.preprocess_s
         result.problems.extend(prepared.problems)
