@@ -330,6 +330,27 @@ def run_answers(
     Raises:
         InputError: A set held in memory (an upload) on an engine other than this process.
     """
+    return run_conditions(
+        spec, dataset, (corruption,), files=files, runners=runners, engine=engine,
+        progress=progress,
+    )[corruption]  # fmt: skip
+
+
+def run_conditions(
+    spec: ModelSpec,
+    dataset: LabelledSet,
+    conditions: Sequence[Corruption | None],
+    *,
+    files: Sequence[tuple[AnyVariant, str]] = (),
+    runners: Mapping[AnyVariant, Runner] | None = None,
+    engine: Engine | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[Corruption | None, Answers]:
+    """:func:`run_answers` for several conditions of the set in one engine run.
+
+    Every condition's shards go to the engine at once: a pool's workers never wait
+    at a condition's end, and a Ray cluster starts its actors once.
+    """
     engine = engine or InProcess(dataset.read)
     if engine.kind == "process":
         engine = InProcess(dataset.read)
@@ -338,16 +359,18 @@ def run_answers(
             f"{dataset.name}: an uploaded archive is read in this process only; "
             "save it to a folder the workers can read"
         )
-    answers = Answers(problems=list(dataset.problems))
+    answers = {c: Answers(problems=list(dataset.problems)) for c in conditions}
     jobs = [
-        ShardJob(spec, shard, tuple(files), threads=engine.threads, corruption=corruption)
+        ShardJob(spec, shard, tuple(files), threads=engine.threads, corruption=condition)
+        for condition in conditions
         for shard in dataset.shards
     ]
-    total = dataset.count
+    total = dataset.count * len(conditions) if dataset.count else None
+    seen = 0
     for result in engine.run(jobs, runners):
-        answers.add(result)
+        answers[result.corruption].add(result)
+        seen += result.images + len(result.problems)
         if progress:
-            seen = answers.count + len(answers.problems)
             shown = f"{seen}/{total}" if total else f"{seen}"
             progress(
                 f"{engine.description}: {shown} images", min(1.0, seen / total) if total else 0.0
@@ -375,29 +398,63 @@ def evaluate(
     Raises:
         InputError: None of the images could be decoded.
     """
+    return evaluate_conditions(
+        spec, runners, dataset, (corruption,), engine=engine, progress=progress
+    )[corruption]
+
+
+def evaluate_conditions(
+    spec: ModelSpec,
+    runners: Mapping[AnyVariant, Runner],
+    dataset: LabelledSet,
+    conditions: Sequence[Corruption | None],
+    *,
+    engine: Engine | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[Corruption | None, Evaluation]:
+    """:func:`evaluate` once per condition of the set, all in one engine run.
+
+    Raises:
+        InputError: No variant, or none of the images could be decoded.
+    """
     if not runners:
         raise InputError("expected at least one variant to evaluate; received none")
     engine = engine or InProcess()
-    reference = Variant.ORIGINAL if Variant.ORIGINAL in runners else next(iter(runners))
     began = time.perf_counter()
     files = [(v, str(r.path)) for v, r in runners.items() if isinstance(r, LiteRTRunner)]
     here = {v: r for v, r in runners.items() if not isinstance(r, LiteRTRunner)}
     if engine.kind == "process" or not files:
-        answers = run_answers(
-            spec, dataset, runners=runners, progress=progress, corruption=corruption
-        )
+        answers = run_conditions(spec, dataset, conditions, runners=runners, progress=progress)
         extra = None
     else:
         # Shards small enough for every worker to get some; both runs read the same ones.
         dataset = dataset.with_shard_size(_shard_size(dataset.count, engine.workers))
-        answers = run_answers(
-            spec, dataset, files=files, engine=engine, progress=progress, corruption=corruption
+        answers = run_conditions(
+            spec, dataset, conditions, files=files, engine=engine, progress=progress
         )
         # TensorFlow never goes to a worker: the Keras original runs here, on the same images.
-        extra = (
-            run_answers(spec, dataset, runners=here, corruption=corruption) if here else None
+        extra = run_conditions(spec, dataset, conditions, runners=here) if here else None
+    seconds = (time.perf_counter() - began) / len(conditions)
+    return {
+        condition: _scored(
+            spec, runners, dataset, answers[condition],
+            extra[condition] if extra else None, engine, seconds,
         )
-    seconds = time.perf_counter() - began
+        for condition in conditions
+    }  # fmt: skip
+
+
+def _scored(
+    spec: ModelSpec,
+    runners: Mapping[AnyVariant, Runner],
+    dataset: LabelledSet,
+    answers: Answers,
+    extra: Answers | None,
+    engine: Engine,
+    seconds: float,
+) -> Evaluation:
+    """One condition's answers (and the original's, run here) scored per variant."""
+    reference = Variant.ORIGINAL if Variant.ORIGINAL in runners else next(iter(runners))
     if not answers.count:
         raise InputError("none of the images could be read; " + "; ".join(answers.problems[:3]))
     ordered = answers.ordered()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.analysis.evaluate import Evaluation, evaluate
+from inference.analysis.evaluate import Evaluation, evaluate, evaluate_conditions
 from inference.core.errors import InputError
 from inference.core.specs import AnyVariant, ModelSpec, Variant
 from inference.engine.runners import Runner
@@ -139,10 +139,19 @@ def corruption_runs(
     engine: Engine | None = None,
     progress: Callable[[str, float], None] | None = None,
 ) -> Iterator[tuple[Corruption, Evaluation]]:
-    """Each condition's evaluation of every variant, as soon as it is done (a stream).
+    """Each condition's evaluation of every variant (a stream; the set is never held).
 
-    The set is read again per condition, never held: memory stays one shard's.
+    In this process the conditions run one after another and each comes as soon
+    as it is done. On workers or Ray every condition's shards go in one run, so a
+    pool never waits at a condition's end and a cluster starts its actors once;
+    they come together at the end.
     """
+    if engine is not None and engine.kind != "process":
+        done = evaluate_conditions(
+            spec, runners, dataset, conditions, engine=engine, progress=progress
+        )
+        yield from ((c, done[c]) for c in conditions)
+        return
     count = len(conditions)
     for index, condition in enumerate(conditions):
         shown = "clean" if condition.severity == 0 else f"{condition.name} {condition.severity}"
@@ -151,12 +160,10 @@ def corruption_runs(
             if progress:
                 progress(f"{shown} ({index + 1}/{count}): {message}", (index + fraction) / count)
 
-        yield (
-            condition,
-            evaluate(
-                spec, dict(runners), dataset, engine=engine, progress=step, corruption=condition
-            ),
+        evaluation = evaluate(
+            spec, dict(runners), dataset, engine=engine, progress=step, corruption=condition
         )
+        yield condition, evaluation
 
 
 def robustness(

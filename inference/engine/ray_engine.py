@@ -43,7 +43,6 @@ from inference.engine.shards import (
     normalize,
     prepare,
 )
-from inference.formats.corruptions import Corruption
 from inference.formats.datasets import Record, read_shard
 
 __all__ = ["RayEngine", "connect"]
@@ -120,13 +119,18 @@ def _cpu_nodes(ray: Any) -> list[dict[str, Any]]:
 
 
 def _read(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Stage 1: a shard's records as rows (encoded bytes); problems as rows of their own."""
+    """Stage 1: a shard's records as rows (encoded bytes); problems as rows of their own.
+
+    Each row keeps its job's pickled corruption (empty bytes: none), so one run can
+    carry every condition of a robustness run.
+    """
     shard = pickle.loads(row["shard"])
+    condition = row["corruption"]
     rows = []
     for item in read_shard(shard):
         if isinstance(item, str):
             rows.append({"shard": shard.index, "offset": -1, "name": "", "label": -1,
-                         "data": b"", "problem": item})  # fmt: skip
+                         "data": b"", "problem": item, "corruption": condition})  # fmt: skip
             continue
         data = item.data
         if isinstance(data, Path):
@@ -134,53 +138,58 @@ def _read(row: dict[str, Any]) -> list[dict[str, Any]]:
                 data = data.read_bytes()
             except OSError as exc:
                 rows.append({"shard": shard.index, "offset": -1, "name": item.name, "label": -1,
-                             "data": b"", "problem": f"{item.name}: {exc.strerror}"})  # fmt: skip
+                             "data": b"", "problem": f"{item.name}: {exc.strerror}",
+                             "corruption": condition})  # fmt: skip
                 continue
         rows.append({"shard": item.shard, "offset": item.offset, "name": item.name,
-                     "label": item.label, "data": data, "problem": ""})  # fmt: skip
+                     "label": item.label, "data": data, "problem": "",
+                     "corruption": condition})  # fmt: skip
     return rows
 
 
-def _prepare(
-    batch: dict[str, np.ndarray], spec: ModelSpec, corruption: Corruption | None = None
-) -> dict[str, np.ndarray]:
-    """Stage 2: decode and preprocess; a row that fails keeps its place with its problem."""
+def _prepare(batch: dict[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Stage 2: decode and preprocess; a row that fails keeps its place with its problem.
+
+    Rows of different conditions (corruptions) may share a batch: each condition's
+    rows are prepared together, with their own corruption.
+    """
     count = len(batch["offset"])
     problems = [str(p) for p in batch["problem"]]
-    records = [
-        Record(
-            int(batch["shard"][i]),
-            int(batch["offset"][i]),
-            str(batch["name"][i]),
-            int(batch["label"][i]),
-            bytes(batch["data"][i]),
-        )
-        for i in range(count)
-        if not problems[i]
-    ]
-    # uint8 across the cluster: 4x fewer bytes
-    prepared = prepare(records, spec, pixels=True, corruption=corruption)
     inputs = np.zeros((count, *spec.preprocessing.input_shape), np.uint8)
     ok = np.zeros(count, bool)
-    keys = zip(batch["shard"].tolist(), batch["offset"].tolist(), strict=True)
-    where = {key: i for i, key in enumerate(keys)}
-    done = zip(prepared.shard.tolist(), prepared.offsets.tolist(), strict=True)
-    for row, key in enumerate(done):
-        inputs[where[key]] = prepared.inputs[row]
-        ok[where[key]] = True
-    failed = iter(prepared.problems)
-    for i in range(count):
-        if not problems[i] and not ok[i]:
-            problems[i] = next(failed, "unreadable image")
+    decode_s = preprocess_s = 0.0
+    conditions = [bytes(c) for c in batch["corruption"]]
+    for condition in dict.fromkeys(conditions):
+        rows = [i for i in range(count) if conditions[i] == condition and not problems[i]]
+        records = [
+            Record(int(batch["shard"][i]), int(batch["offset"][i]), str(batch["name"][i]),
+                   int(batch["label"][i]), bytes(batch["data"][i]))
+            for i in rows
+        ]  # fmt: skip
+        corruption = pickle.loads(condition) if condition else None
+        # uint8 across the cluster: 4x fewer bytes
+        prepared = prepare(records, spec, pixels=True, corruption=corruption)
+        decode_s += prepared.decode_s
+        preprocess_s += prepared.preprocess_s
+        where = {(int(batch["shard"][i]), int(batch["offset"][i])): i for i in rows}
+        done = zip(prepared.shard.tolist(), prepared.offsets.tolist(), strict=True)
+        for row, key in enumerate(done):
+            inputs[where[key]] = prepared.inputs[row]
+            ok[where[key]] = True
+        failed = iter(prepared.problems)
+        for i in rows:
+            if not ok[i]:
+                problems[i] = next(failed, "unreadable image")
     share = max(1, int(ok.sum()))
     return {
         "shard": batch["shard"],
         "offset": batch["offset"],
         "label": batch["label"],
+        "corruption": batch["corruption"],
         "input": inputs,
         "problem": np.asarray(problems, dtype=object),
-        "decode_s": np.full(count, prepared.decode_s / share),
-        "preprocess_s": np.full(count, prepared.preprocess_s / share),
+        "decode_s": np.full(count, decode_s / share),
+        "preprocess_s": np.full(count, preprocess_s / share),
     }
 
 
@@ -199,7 +208,8 @@ class _Infer:
         inputs = normalize(np.asarray(batch["input"])[ok], self.mode)
         scaling = time.perf_counter() - began
         top, confidence, seconds = self.models(inputs)
-        out = {k: batch[k] for k in ("shard", "offset", "label", "problem", "decode_s")}
+        kept = ("shard", "offset", "label", "corruption", "problem", "decode_s")
+        out = {k: batch[k] for k in kept}
         share = max(1, int(ok.sum()))
         out["preprocess_s"] = np.asarray(batch["preprocess_s"]) + scaling / share
         for name in self.models.runners:
@@ -266,7 +276,14 @@ class RayEngine(Engine):
         names = [variant.value for variant, _ in files]
         dataset = (
             ray.data.from_items(
-                [{"shard": pickle.dumps(job.shard)} for job in jobs], override_num_blocks=len(jobs)
+                [
+                    {
+                        "shard": pickle.dumps(job.shard),
+                        "corruption": pickle.dumps(job.corruption) if job.corruption else b"",
+                    }
+                    for job in jobs
+                ],
+                override_num_blocks=len(jobs),
             )
             # Reading and preprocessing ask a tenth of a CPU, so several run beside each
             # actor and keep ahead of it: batches queue, and a busy actor's next one goes
@@ -274,7 +291,7 @@ class RayEngine(Engine):
             .flat_map(_read, num_cpus=0.1)
             .map_batches(
                 _prepare,
-                fn_kwargs={"spec": spec, "corruption": jobs[0].corruption},
+                fn_kwargs={"spec": spec},
                 batch_size=INFER_BATCH,
                 batch_format="numpy",
                 num_cpus=0.1,
@@ -306,12 +323,13 @@ def _call(module: str, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _results(batch: dict[str, np.ndarray], names: Sequence[str]) -> Iterator[ShardResult]:
-    """One result per node that answered rows of ``batch``."""
+    """One result per node and condition that answered rows of ``batch``."""
     problems = [str(p) for p in batch["problem"]]
     ok = np.asarray([not p for p in problems], bool)
     nodes = np.asarray(batch["node"]).astype(str)
-    for node in dict.fromkeys(nodes):
-        mine = nodes == node
+    conditions = [bytes(c) for c in batch["corruption"]]
+    for node, condition in dict.fromkeys(zip(nodes.tolist(), conditions, strict=True)):
+        mine = (nodes == node) & np.asarray([c == condition for c in conditions], bool)
         rows = mine & ok
         yield ShardResult(
             shards=np.asarray(batch["shard"])[rows].astype(np.int64),
@@ -327,4 +345,5 @@ def _results(batch: dict[str, np.ndarray], names: Sequence[str]) -> Iterator[Sha
             },
             node=str(node),
             tensorflow_loaded=bool(np.any(np.asarray(batch["tensorflow"])[mine])),
+            corruption=pickle.loads(condition) if condition else None,
         )

@@ -92,6 +92,8 @@ class ShardResult:
     """Where it ran: a Ray node id, or ``host:pid`` for a local process."""
     tensorflow_loaded: bool = False
     """Whether TensorFlow was imported where it ran (it never should be on a worker)."""
+    corruption: Corruption | None = None
+    """The job's corruption: which condition of a robustness run these answers are."""
 
     @property
     def images(self) -> int:
@@ -298,6 +300,7 @@ def run_shard(
         offsets=np.zeros(0, np.int64),
         labels=np.zeros(0, np.int32),
         node=here(),
+        corruption=job.corruption,
     )
     parts: dict[str, list[np.ndarray]] = {"shards": [], "offsets": [], "labels": []}
     tops: dict[str, list[np.ndarray]] = {name: [] for name in models.runners}
