@@ -8,8 +8,9 @@ from inference import DEFAULT_MODEL, Variant
 from inference.core.machine import SIMD_MEANING, default_threads, int8_outlook, machine, simd
 from inference.core.specs import SLOW_VARIANTS
 from inference.engine.shards import RAY_ADDRESS_ENV, configured_ray_address
+from inference.formats.corruptions import CORRUPTIONS, SEVERITIES, parse_corruptions
 from ui import charts, tables
-from ui.benchmark import evaluate_on, measure, run_line
+from ui.benchmark import PAGE_CORRUPTIONS, evaluate_on, measure, robustness_on, run_line
 from ui.resources import show_error
 from ui.widgets import model_picker, models_picker, variant_names_picker
 
@@ -141,3 +142,56 @@ if report is not None:
                 )
     with st.expander("Per-class accuracy"):
         st.dataframe(tables.per_class_table(report), hide_index=True, width="stretch")
+
+st.divider()
+st.subheader("What breaks it first")
+st.caption(
+    "The same labelled set (the zip above, or the model's sample) under natural corruptions "
+    "in the style of ImageNet-C, each at severities 1-5, applied to the picture as the model "
+    "sees it: accuracy per variant, and the mean corruption error (mCE: summed error over "
+    "the severities relative to fp32's, averaged over corruptions; above 1, less robust)."
+)
+if eval_spec is not None:
+    pick_left, pick_right = st.columns([3, 1])
+    corruptions = pick_left.multiselect(
+        "Corruptions", CORRUPTIONS, default=PAGE_CORRUPTIONS, key="bench_corruptions"
+    )
+    severities = pick_right.multiselect(
+        "Severities", SEVERITIES, default=[1, 3, 5], key="bench_severities"
+    )
+    if st.button(
+        "Run robustness",
+        key="bench_robustness",
+        disabled=not corruptions or not severities,
+        help="Runs the set once clean and once per corruption and severity.",
+    ):
+        try:
+            st.session_state["bench_robustness_report"] = robustness_on(
+                eval_spec, archive, variant_names, parse_corruptions(corruptions, severities)
+            )
+        except Exception as exc:
+            show_error(exc, f"corrupting {eval_spec.title}'s set")
+
+robust = st.session_state.get("bench_robustness_report")
+if robust is not None:
+    images = robust.records[0].images if robust.records else 0
+    st.markdown(
+        f"**{robust.model}** on {images} images: accuracy against severity, one line per "
+        f"variant (0 = clean); mCE relative to {robust.baseline}"
+    )
+    st.caption(f"{robust.engine[:1].upper()}{robust.engine[1:]}, {robust.seconds:.1f} s")
+    st.altair_chart(charts.robustness_chart(tables.robustness_points(robust)), width="content")
+    st.dataframe(
+        tables.mce_table(robust),
+        hide_index=True,
+        width="stretch",
+        key="bench_mce",
+        column_config={"mCE": st.column_config.NumberColumn(format="%.3f")},
+    )
+    st.download_button(
+        "Download records (CSV)",
+        tables.robustness_points(robust).to_csv(index=False).encode(),
+        file_name=f"{robust.model}-robustness.csv",
+        mime="text/csv",
+        key="bench_robustness_csv",
+    )

@@ -328,6 +328,19 @@ def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
         report.reference.value
     }
 
+    # What breaks it first: the same sample under noise and contrast, chart and mCE table.
+    at.multiselect(key="bench_corruptions").set_value(["gaussian_noise", "contrast"]).run()
+    at.multiselect(key="bench_severities").set_value([1, 5]).run()
+    at.button(key="bench_robustness").click().run()
+    assert not at.exception and not at.error
+    robust = at.session_state["bench_robustness_report"]
+    accuracy = {(r.variant, r.corruption, r.severity): r.accuracy for r in robust.records}
+    assert accuracy["fp32", "gaussian_noise", 5] < accuracy["fp32", "clean", 0] - 0.3
+    chart = at.get("vega_lite_chart")[-1].proto.spec
+    assert '"facet"' in chart and "corruption" in chart and "severity" in chart
+    mce = next(f.value for f in at.dataframe if "mCE" in f.value.columns).set_index("variant")
+    assert mce.loc["fp32", "mCE"] == 1.0 and mce.loc["int8", "mCE"] > 0
+
 
 def test_an_image_over_the_upload_limit_is_refused_by_name(converted: None) -> None:
     from ui.widgets import MAX_IMAGE_MB

@@ -1,4 +1,4 @@
-"""The Benchmark page's runs: timed runs per model variant, and accuracy on a labelled set."""
+"""The Benchmark page's runs: timed runs per variant, accuracy and robustness on a labelled set."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ from inference.analysis.evaluate import (
     MAX_UPLOAD_IMAGES,
     MAX_ZIP_BYTES,
     Evaluation,
+    LabelledSet,
     evaluate,
     labelled_set,
     scan_zip,
 )
+from inference.analysis.robustness import Robustness, robustness
 from inference.core.paths import cache_dir
+from inference.formats.corruptions import Corruption
 from ui.resources import Upload, cluster, get_runners, show_error
 from ui.widgets import variants_of
+
+PAGE_CORRUPTIONS = ["gaussian_noise", "impulse_noise", "defocus_blur", "contrast",
+                    "jpeg_compression", "resize_nearest", "resize_bilinear"]  # fmt: skip
+"""The corruptions the page starts with: a noise, the one that hurts quantized CNNs most,
+a blur, contrast, JPEG and the resize method, at about a minute on an uploaded set."""
 
 
 def measure(
@@ -59,18 +67,41 @@ def evaluate_on(
         InputError: The archive is unusable, or no image in it could be decoded.
     """
     engine = cluster()
-    data = archive.getvalue() if archive else None
-    if engine is not None and data is not None:
-        # The cluster's nodes read the set from a file (as they would from shared storage).
-        dataset = scan_zip(saved_upload(data), spec.labels, name=archive.name,
-                           max_images=MAX_UPLOAD_IMAGES, max_bytes=MAX_ZIP_BYTES)  # fmt: skip
-    else:
-        dataset = labelled_set(spec, data, archive.name if archive else "")
+    dataset = _labelled(spec, archive, engine is not None)
     runners = get_runners(spec, variants_of(spec, variant_names))
     start = engine.description if engine else "evaluating"
     bar = st.progress(0.0, text=start)
     return evaluate(spec, runners, dataset, engine=engine,
                     progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+
+
+def robustness_on(
+    spec: ModelSpec,
+    archive: Upload | None,
+    variant_names: Sequence[str],
+    conditions: Sequence[Corruption],
+) -> Robustness:
+    """Accuracy of ``spec``'s chosen variants under each condition, on ``archive`` or the sample.
+
+    Raises:
+        InputError: The archive is unusable, or no image in it could be decoded.
+    """
+    engine = cluster()
+    dataset = _labelled(spec, archive, engine is not None)
+    runners = get_runners(spec, variants_of(spec, variant_names))
+    bar = st.progress(0.0, text=engine.description if engine else "corrupting and evaluating")
+    return robustness(spec, runners, dataset, conditions, engine=engine,
+                      progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+
+
+def _labelled(spec: ModelSpec, archive: Upload | None, on_cluster: bool) -> LabelledSet:
+    """The uploaded zip (saved to a file for a cluster's nodes), or the model's own sample."""
+    data = archive.getvalue() if archive else None
+    if on_cluster and data is not None:
+        # The cluster's nodes read the set from a file (as they would from shared storage).
+        return scan_zip(saved_upload(data), spec.labels, name=archive.name,
+                        max_images=MAX_UPLOAD_IMAGES, max_bytes=MAX_ZIP_BYTES)  # fmt: skip
+    return labelled_set(spec, data, archive.name if archive else "")
 
 
 def saved_upload(data: bytes) -> Path:

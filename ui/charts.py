@@ -363,3 +363,26 @@ def reliability_chart(points: pd.DataFrame) -> alt.LayerChart:
         )
     )
     return alt.layer(diagonal, lines).properties(height=320)
+
+
+def robustness_chart(points: pd.DataFrame, columns: int = 4) -> alt.FacetChart:
+    """Accuracy against severity (0: clean), one line per variant, one panel per corruption."""
+    return (
+        alt.Chart(points)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("severity:O", title="severity (0 = clean)"),
+            y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("variant:N", title=None, sort=VARIANT_ORDER),
+            tooltip=[
+                "variant:N",
+                "corruption:N",
+                "severity:O",
+                alt.Tooltip("accuracy:Q", format=".1%"),
+                alt.Tooltip("agreement:Q", format=".1%", title="same top-1 as the baseline"),
+                "images:Q",
+            ],
+        )
+        .properties(width=220, height=170)
+        .facet(facet=alt.Facet("corruption:N", title=None), columns=columns)
+    )

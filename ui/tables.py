@@ -13,6 +13,7 @@ from inference import Category, Prediction, Variant
 if TYPE_CHECKING:
     from inference.analysis.benchmark import BenchResult
     from inference.analysis.evaluate import Evaluation
+    from inference.analysis.robustness import Robustness
     from inference.core.specs import AnyVariant
 
 ANSWER_COLUMNS = [
@@ -258,3 +259,33 @@ def confusion_table(report: Evaluation, variant: AnyVariant) -> pd.DataFrame:
 def per_class_table(report: Evaluation) -> pd.DataFrame:
     """Accuracy per true class (rows) and variant (columns)."""
     return pd.DataFrame(report.per_class_rows())
+
+
+def robustness_points(report: Robustness) -> pd.DataFrame:
+    """Accuracy per variant, corruption and severity; the clean images as severity 0 of each."""
+    clean = {r.variant: r for r in report.records if r.severity == 0}
+    rows = []
+    for record in report.records:
+        if record.severity == 0:
+            continue
+        rows.append(record.as_dict())
+        base = clean.get(record.variant)
+        if base is not None:
+            rows.append({**base.as_dict(), "corruption": record.corruption})
+    frame = pd.DataFrame(rows, columns=["variant", "corruption", "severity", "accuracy",
+                                        "agreement", "images"])  # fmt: skip
+    return frame.drop_duplicates(["variant", "corruption", "severity"]).reset_index(drop=True)
+
+
+def mce_table(report: Robustness) -> pd.DataFrame:
+    """Per variant: mCE and relative mCE against the baseline, then each corruption's CE."""
+    rows = []
+    for variant, found in report.mce().items():
+        row: dict[str, object] = {
+            "variant": variant,
+            "mCE": found["mce"],
+            "relative mCE": found["relative_mce"],
+        }
+        row.update({f"CE {name}": value for name, value in found["ce"].items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
