@@ -10,6 +10,7 @@ from inference.registry.background_conversions import CONVERSIONS
 from ui import charts, tables
 from ui.browser import browser_panel
 from ui.resources import get_runners, pending_conversion, predict_images, show_error, unconverted
+from ui.saliency import METHODS, saliency_section
 from ui.widgets import image_inputs, model_picker, variants_picker
 
 st.title("Classify")
@@ -45,6 +46,21 @@ if not images:
     st.stop()
 
 top_k = st.slider("Classes to show", 1, 10, 5, key="classify_top_k")
+look_left, look_right = st.columns([1, 2])
+show_saliency = look_left.toggle(
+    "Where each variant looks",
+    key="classify_saliency",
+    help="A saliency map per variant, computed on the deployed file itself by hiding parts "
+    "of the image and measuring what the answer loses.",
+)
+method = look_right.selectbox(
+    "Saliency method",
+    list(METHODS),
+    format_func=METHODS.get,
+    key="classify_saliency_method",
+    disabled=not show_saliency,
+    label_visibility="collapsed",
+)
 remeasure = st.button(
     "Measure again",
     key="classify_remeasure",
@@ -109,6 +125,9 @@ for shown in predict_images(images, spec, runners, remeasure=remeasure):
         },
         key=f"classify_table_{image.digest}",
     )
+    if show_saliency:
+        saliency_section(spec, runners, tables.reference_variant(list(runners)), image.digest,
+                         picture, method)  # fmt: skip
     with st.expander("Timing per stage"):
         st.altair_chart(charts.stage_timing_chart(tables.stage_rows(results)), width="stretch")
 

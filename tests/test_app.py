@@ -77,6 +77,17 @@ def test_classify_an_uploaded_photo_in_two_variants(converted: None, chelsea: Pa
     assert (table["size MB"] > 0).all()
     assert len(at.get("vega_lite_chart")) >= 1
 
+    # Where each variant looks: an overlay per variant, fp32 minus int8, one IoU.
+    at.toggle(key="classify_saliency").set_value(True).run()
+    assert not at.exception and not at.error
+    captions = [i.caption for e in at.get("image") for i in e.proto.imgs]
+    assert any(c.startswith("fp32: p = ") for c in captions)
+    assert any(c.startswith("int8: p = ") for c in captions)
+    assert any(c.startswith("fp32 − int8: IoU ") for c in captions)
+    pair = next(f.value for f in at.dataframe if "IoU top 10 %" in f.value.columns)
+    assert list(pair["variant"]) == ["int8"] and 0.0 <= pair["IoU top 10 %"].iloc[0] <= 1.0
+    assert len(at.get("image")) >= 4  # the picture, two overlays, one difference map
+
 
 def test_rerun_does_not_recompute_and_measure_again_does(converted: None) -> None:
     at = start()
@@ -321,7 +332,7 @@ def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
         differ = int(np.sum(score.top1 != reference.top1))
         gallery = [c.value for c in at.caption if "(truth:" in c.value]
         assert len(gallery) == min(differ, 24)
-        assert len(at.get("imgs")) == len(gallery)
+        assert len(at.get("image")) == len(gallery)
         if not differ:
             assert any("on every image" in c.value for c in at.caption)
     assert set(flips["variant"]) == {s.variant.value for s in report.scores} - {

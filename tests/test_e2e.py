@@ -84,6 +84,7 @@ def server(runners: RunnerPool, conversion_cache: Path) -> Iterator[str]:
     Compare and Layers fp32 and int8, the API fp32 and int8 (and the Keras original).
     """
     runners.convert("efficientnet_lite0", [v for v in TFLITE_VARIANTS if v not in SLOW_VARIANTS])
+    runners.convert("fashion_mnist_cnn", [v for v in TFLITE_VARIANTS if v not in SLOW_VARIANTS])
     env = {
         "QUANTLENS_CACHE_DIR": str(conversion_cache),
         # The concurrency tests send hundreds of requests from one address; the
@@ -261,6 +262,55 @@ def test_the_layers_page_shows_the_graph_synced_with_its_table_in_a_real_browser
     ]
     assert any("/model-explorer/" in u for u in served)
     assert any("/api/v1/load_graphs_json" in u for u in served)
+    assert errors == 0
+
+
+def test_where_each_variant_looks_on_classify_in_a_real_browser(server: str, browser) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 4000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    _classify_samples(page, server, ["chelsea.jpg"])
+
+    page.get_by_text("Where each variant looks").first.click()  # the toggle
+    page.get_by_text("minus each variant").first.wait_for()
+    page.locator("[data-testid=stDataFrame]").last.wait_for()
+    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
+    page.get_by_text("Where each variant looks for").first.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "08-classify-saliency.png")
+    errors = page.locator("[data-testid=stException]").count()
+    page.close()
+
+    overlays = [c for c in captions if ": p = " in c]
+    pairs = [c for c in captions if ": IoU " in c]
+    assert {c.split(":")[0] for c in overlays} >= {"fp32", "int8"}, captions
+    assert len(pairs) == len(overlays) - 1  # the reference against each other variant
+    assert all(0.0 <= float(c.rsplit("IoU ", 1)[1]) <= 1.0 for c in pairs), pairs
+    assert errors == 0
+
+
+def test_the_benchmark_pages_behaviour_views_in_a_real_browser(server: str, browser) -> None:
+    """Calibration, the images a variant forgets and the robustness run, on Fashion-MNIST."""
+    page = browser.new_page(viewport={"width": 1400, "height": 4000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{server}/benchmark")
+    page.get_by_role("button", name="Evaluate").click()  # the model's own 200-image sample
+    page.get_by_text("The images it forgets").first.wait_for()
+    page.get_by_text("How sure it should be").first.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "09-benchmark-calibration.png")
+
+    page.get_by_role("button", name="Run robustness").click()
+    page.get_by_text("mCE relative to").first.wait_for()
+    heading = page.get_by_text("What breaks it first").first
+    heading.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "10-benchmark-robustness.png")
+    charts = page.locator("[data-testid=stVegaLiteChart]")
+    drawn, count = charts.last.locator("canvas, svg").count(), charts.count()
+    text = page.locator("[data-testid=stMain]").inner_text()
+    errors = page.locator("[data-testid=stException]").count()
+    page.close()
+
+    assert drawn >= 1 and count >= 3  # reliability, confusion, robustness (at least)
+    assert "ECE" in text and "on 200 images" in text
+    assert "gaussian_noise" in text and "resize_nearest" in text
     assert errors == 0
 
 

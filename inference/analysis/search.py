@@ -38,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.analysis.answers import run_answers
 from inference.analysis.benchmark import median_ms
-from inference.analysis.evaluate import BATCH_SIZE, LabelledSet, run_answers
+from inference.analysis.evaluate import BATCH_SIZE, LabelledSet
 from inference.analysis.layer_report import compare_layers
 from inference.core.child_process import Progress
 from inference.core.errors import InputError

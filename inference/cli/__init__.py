@@ -46,6 +46,7 @@ COMMAND_NAMES = (
     "autoquant",
     "bench",
     "evaluate",
+    "explain",
     "robustness",
 )
 """The commands, in the order ``--help`` lists them; each is the module ``inference.cli.<name>``."""
