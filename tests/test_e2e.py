@@ -299,10 +299,10 @@ def test_the_benchmark_pages_behaviour_views_in_a_real_browser(server: str, brow
 
     page.get_by_role("button", name="Run robustness").click()
     page.get_by_text("mCE relative to").first.wait_for()
-    heading = page.get_by_text("What breaks it first").first
-    heading.scroll_into_view_if_needed()
-    page.screenshot(path=ARTIFACTS / "10-benchmark-robustness.png")
     charts = page.locator("[data-testid=stVegaLiteChart]")
+    charts.last.locator("canvas, svg").first.wait_for()  # the robustness chart, drawn
+    page.get_by_text("What breaks it first").first.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "10-benchmark-robustness.png")
     drawn, count = charts.last.locator("canvas, svg").count(), charts.count()
     text = page.locator("[data-testid=stMain]").inner_text()
     errors = page.locator("[data-testid=stException]").count()

@@ -276,6 +276,11 @@ def test_pairs_and_pictures() -> None:
     drawn = np.asarray(difference(first, second))
     assert drawn[0, 0, 0] > drawn[0, 0, 2] and drawn[3, 4, 2] > drawn[3, 4, 0]  # red, blue
     assert (drawn[1, 1] == 255).all()
+    # A near-copy stays near white on the reference's own scale, unless asked otherwise.
+    near = np.asarray(difference(first, first * 0.99))
+    assert near.min() >= 240
+    stretched = np.asarray(difference(first, first * 0.99, reach=0.01 * np.abs(first).max()))
+    assert stretched.min() < 100
 
 
 def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:

@@ -71,8 +71,10 @@ def evaluate_on(
     runners = get_runners(spec, variants_of(spec, variant_names))
     start = engine.description if engine else "evaluating"
     bar = st.progress(0.0, text=start)
-    return evaluate(spec, runners, dataset, engine=engine,
-                    progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+    report = evaluate(spec, runners, dataset, engine=engine,
+                      progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+    bar.empty()  # the run line under the results says where and how fast it ran
+    return report
 
 
 def robustness_on(
@@ -90,8 +92,10 @@ def robustness_on(
     dataset = _labelled(spec, archive, engine is not None)
     runners = get_runners(spec, variants_of(spec, variant_names))
     bar = st.progress(0.0, text=engine.description if engine else "corrupting and evaluating")
-    return robustness(spec, runners, dataset, conditions, engine=engine,
-                      progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+    report = robustness(spec, runners, dataset, conditions, engine=engine,
+                        progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+    bar.empty()
+    return report
 
 
 def _labelled(spec: ModelSpec, archive: Upload | None, on_cluster: bool) -> LabelledSet:

@@ -373,7 +373,9 @@ def robustness_chart(points: pd.DataFrame, columns: int = 4) -> alt.FacetChart:
         .encode(
             x=alt.X("severity:O", title="severity (0 = clean)"),
             y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("variant:N", title=None, sort=VARIANT_ORDER),
+            color=alt.Color(
+                "variant:N", title=None, sort=VARIANT_ORDER, legend=alt.Legend(orient="top")
+            ),
             tooltip=[
                 "variant:N",
                 "corruption:N",
@@ -384,5 +386,11 @@ def robustness_chart(points: pd.DataFrame, columns: int = 4) -> alt.FacetChart:
             ],
         )
         .properties(width=220, height=170)
-        .facet(facet=alt.Facet("corruption:N", title=None), columns=columns)
+        .facet(
+            # Panels in the run's order (noises, blurs, ...), not alphabetically.
+            facet=alt.Facet(
+                "corruption:N", title=None, sort=list(dict.fromkeys(points["corruption"]))
+            ),
+            columns=columns,
+        )
     )

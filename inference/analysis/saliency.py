@@ -370,10 +370,12 @@ def overlay(picture: Image.Image, saliency: np.ndarray, alpha: float = 0.5) -> I
     return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
 
 
-def difference(a: np.ndarray, b: np.ndarray) -> Image.Image:
+def difference(a: np.ndarray, b: np.ndarray, reach: float | None = None) -> Image.Image:
     """``a - b`` in blue-white-red on a range symmetric about zero: red where ``a`` is larger.
 
-    White is exactly zero; the largest difference either way takes the full colour.
+    White is exactly zero; a difference of ``reach`` either way takes the full colour
+    (default: the reference map's own largest magnitude, so a near-copy stays near
+    white instead of being stretched to full colour by its own tiny differences).
 
     Raises:
         InputError: The maps differ in shape.
@@ -382,8 +384,11 @@ def difference(a: np.ndarray, b: np.ndarray) -> Image.Image:
     if a.shape != b.shape or a.ndim != 2:
         raise InputError(f"Expected two 2-D maps of one shape. Received: {a.shape} and {b.shape}")
     delta = a - b
-    reach = float(np.abs(delta).max())
-    unit = (delta / reach + 1.0) / 2.0 if reach > 0 else np.full(delta.shape, 0.5)
+    if reach is None:
+        reach = float(np.abs(a).max()) or float(np.abs(delta).max())
+    unit = (
+        (np.clip(delta / reach, -1.0, 1.0) + 1.0) / 2.0 if reach > 0 else np.full(delta.shape, 0.5)
+    )
     return Image.fromarray(_colour(unit, _BLUE_WHITE_RED), "RGB")
 
 
