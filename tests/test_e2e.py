@@ -126,7 +126,7 @@ def test_a_deep_link_as_the_first_visit_goes_through_the_router(server: str, bro
 def test_classify_a_photo_in_a_real_browser_then_compare(
     server: str, browser, chelsea: Path
 ) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    page = browser.new_page(viewport={"width": 1400, "height": 4000})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(server)
     page.get_by_text("Choose a model first").wait_for()
@@ -145,6 +145,20 @@ def test_classify_a_photo_in_a_real_browser_then_compare(
 
     assert any(label in text for label in CAT_CLASSES), text
     assert chart.locator("canvas, svg").count() >= 1
+    assert page.locator("[data-testid=stException]").count() == 0
+
+    # Where each variant looks: an overlay per variant, the reference minus each other, IoU.
+    page.get_by_text("Where each variant looks").first.click()  # the toggle
+    page.get_by_text("minus each variant").first.wait_for()
+    page.locator("[data-testid=stDataFrame]").last.wait_for()
+    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
+    page.get_by_text("Where each variant looks for").first.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "02b-classify-saliency.png")
+    overlays = [c for c in captions if ": p = " in c]
+    pairs = [c for c in captions if ": IoU " in c]
+    assert {c.split(":")[0] for c in overlays} >= {"fp32", "int8"}, captions
+    assert len(pairs) == len(overlays) - 1  # the reference against each other variant
+    assert all(0.0 <= float(c.rsplit("IoU ", 1)[1]) <= 1.0 for c in pairs), pairs
     assert page.locator("[data-testid=stException]").count() == 0
 
     page.goto(f"{server}/compare")
@@ -262,28 +276,6 @@ def test_the_layers_page_shows_the_graph_synced_with_its_table_in_a_real_browser
     ]
     assert any("/model-explorer/" in u for u in served)
     assert any("/api/v1/load_graphs_json" in u for u in served)
-    assert errors == 0
-
-
-def test_where_each_variant_looks_on_classify_in_a_real_browser(server: str, browser) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 4000})
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    _classify_samples(page, server, ["chelsea.jpg"])
-
-    page.get_by_text("Where each variant looks").first.click()  # the toggle
-    page.get_by_text("minus each variant").first.wait_for()
-    page.locator("[data-testid=stDataFrame]").last.wait_for()
-    captions = page.locator("[data-testid=stImageCaption]").all_inner_texts()
-    page.get_by_text("Where each variant looks for").first.scroll_into_view_if_needed()
-    page.screenshot(path=ARTIFACTS / "08-classify-saliency.png")
-    errors = page.locator("[data-testid=stException]").count()
-    page.close()
-
-    overlays = [c for c in captions if ": p = " in c]
-    pairs = [c for c in captions if ": IoU " in c]
-    assert {c.split(":")[0] for c in overlays} >= {"fp32", "int8"}, captions
-    assert len(pairs) == len(overlays) - 1  # the reference against each other variant
-    assert all(0.0 <= float(c.rsplit("IoU ", 1)[1]) <= 1.0 for c in pairs), pairs
     assert errors == 0
 
 

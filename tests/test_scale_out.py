@@ -21,13 +21,12 @@ import pytest
 from PIL import Image
 
 from inference import Variant, get_spec
-from inference.analysis.evaluate import Evaluation, evaluate, scan_folder
-from inference.analysis.robustness import robustness
+from inference.analysis.evaluate import Evaluation, evaluate, evaluate_conditions, scan_folder
 from inference.analysis.search import search
 from inference.analysis.sensitivity import sensitivity_scan
 from inference.core.paths import ASSETS_DIR
 from inference.engine.executors import InProcess, LocalPool, open_engine
-from inference.formats.corruptions import parse_corruptions
+from inference.formats.corruptions import Corruption
 from inference.formats.datasets import open_labelled
 from inference.formats.recipes import variant_recipe
 from tests.conftest import REPO_ROOT, RunnerPool, run_cli
@@ -186,33 +185,24 @@ def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
     assert {"decode", "preprocess", "inference fp32", "inference int8"} <= set(report.stages)
     assert report.stages["inference dynamic"] > report.stages["decode"]  # inference-bound
 
-    # Fashion-MNIST from Parquet (read row group by row group on the nodes): the local answers.
+    # Fashion-MNIST from Parquet (read row group by row group on the nodes), clean and under
+    # noise in one run (rows carry their corruption): the local answers for both. The noise
+    # is seeded by each image's name, so a node draws what this process draws.
     fashion_spec = get_spec(FASHION)
     parquet = _parquet_copy(SAMPLE, tmp_path / "sample.parquet", fashion_spec.labels)
-    from_parquet = evaluate(
-        fashion_spec, fashion, open_labelled(parquet, fashion_spec.labels), engine=engine
+    noisy = Corruption("gaussian_noise", 5)
+    there = evaluate_conditions(
+        fashion_spec, fashion, open_labelled(parquet, fashion_spec.labels), [None, noisy],
+        engine=engine,
+    )  # fmt: skip
+    local_noisy = evaluate(
+        fashion_spec, fashion, open_labelled(parquet, fashion_spec.labels), corruption=noisy
     )
-    for left, right in zip(local_report.scores, from_parquet.scores, strict=True):
-        assert left.accuracy == right.accuracy
-        assert sorted(left.top1.tolist()) == sorted(right.top1.tolist())
-
-
-def test_the_robustness_run_on_ray_gives_the_local_records(
-    ray_cluster: object, fashion: dict[Variant, object]
-) -> None:
-    # Noise is seeded by each image's name: a node draws what this process draws.
-    spec = get_spec(FASHION)
-    dataset = scan_folder(SAMPLE, spec.labels)
-    conditions = parse_corruptions("gaussian_noise", "1,5")  # clean, 1, 5: in one Ray run
-    local = robustness(spec, fashion, dataset, conditions, engine=InProcess())
-    there = robustness(
-        spec, fashion, dataset, conditions, engine=open_engine(ray_address=ray_cluster.address)
-    )
-    assert there.engine == "running on a Ray cluster, 2 nodes"
-    assert [r.as_dict() for r in there.records] == [r.as_dict() for r in local.records]
-    noisy = {r.variant: r.accuracy for r in there.records if r.severity == 5}
-    clean = {r.variant: r.accuracy for r in there.records if r.severity == 0}
-    assert noisy["fp32"] < clean["fp32"] and len(there.records) == 6
+    for local, on_ray in ((local_report, there[None]), (local_noisy, there[noisy])):
+        for left, right in zip(local.scores, on_ray.scores, strict=True):
+            assert left.accuracy == right.accuracy
+            assert sorted(left.top1.tolist()) == sorted(right.top1.tolist())
+    assert there[noisy].scores[0].accuracy < there[None].scores[0].accuracy - 0.3
 
 
 def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(
