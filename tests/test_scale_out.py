@@ -166,20 +166,12 @@ def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
     assert engine.kind == "ray" and engine.nodes == 2
     assert engine.description == "running on a Ray cluster, 2 nodes"
     progress: list[float] = []
-    # Which actor takes a batch depends on timing, and this 2-core machine is shared with
-    # the other test worker: every run must give the local answers, and the work must
-    # land on both nodes in one of up to three runs.
-    for _ in range(3):
-        progress.clear()
-        report = evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine,
-                          progress=lambda m, f: progress.append(f))  # fmt: skip
-        _same_answers(lite0_local, report, images=48)
-        if len(report.nodes) == 2:
-            break
+    report = evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine,
+                      progress=lambda m, f: progress.append(f))  # fmt: skip
+    _same_answers(lite0_local, report, images=48)
     espresso = spec.labels.index("espresso")
     for score in report.scores:  # real photos, real answers (crops of a cat are other cats)
         assert score.per_class[espresso] >= 0.5, score
-    assert len(report.nodes) == 2 and min(report.nodes.values()) > 0, report.nodes
     assert not report.tensorflow_on_workers
     assert progress and progress[-1] == 1.0
     assert {"decode", "preprocess", "inference fp32", "inference int8"} <= set(report.stages)
@@ -203,6 +195,15 @@ def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
             assert left.accuracy == right.accuracy
             assert sorted(left.top1.tolist()) == sorted(right.top1.tolist())
     assert there[noisy].scores[0].accuracy < there[None].scores[0].accuracy - 0.3
+    # Which actor takes a batch depends on timing, and this 2-core machine is shared with
+    # the other test worker: every run gives the local answers (above), and the work must
+    # land on both nodes in one of this test's runs (one more Lite0 run if none did).
+    runs = [report, there[None], there[noisy]]
+    if not any(len(r.nodes) == 2 for r in runs):
+        runs.append(evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine))
+        _same_answers(lite0_local, runs[-1], images=48)
+    spread = [r.nodes for r in runs if len(r.nodes) == 2]
+    assert spread and min(spread[0].values()) > 0, [r.nodes for r in runs]
 
 
 def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(

@@ -20,7 +20,10 @@ from inference.analysis.saliency import (
 from inference.core.specs import AnyVariant
 from inference.engine.runners import Runner
 
-METHODS = {"occlusion": "Occlusion (a sliding grey square)", "rise": "RISE (500 random masks)"}
+METHODS = {
+    "occlusion": "Occlusion (a sliding square of the image's mean colour)",
+    "rise": "RISE (500 random masks)",
+}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
