@@ -353,7 +353,7 @@ def reliability_chart(points: pd.DataFrame) -> alt.LayerChart:
                 "confidence:Q", title="top-1 confidence (bin mean)", scale=alt.Scale(domain=[0, 1])
             ),
             y=alt.Y("accuracy:Q", title="accuracy in the bin", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("variant:N", title=None),
+            color=alt.Color("variant:N", title=None, sort=VARIANT_ORDER),  # as every chart
             tooltip=[
                 "variant:N",
                 "images:Q",
@@ -385,7 +385,7 @@ def robustness_chart(points: pd.DataFrame, columns: int = 4) -> alt.FacetChart:
                 "images:Q",
             ],
         )
-        .properties(width=220, height=170)
+        .properties(width=190, height=160)
         .facet(
             # Panels in the run's order (noises, blurs, ...), not alphabetically.
             facet=alt.Facet(

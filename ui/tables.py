@@ -283,9 +283,13 @@ def mce_table(report: Robustness) -> pd.DataFrame:
     for variant, found in report.mce().items():
         row: dict[str, object] = {
             "variant": variant,
-            "mCE": found["mce"],
-            "relative mCE": found["relative_mce"],
+            "mCE": _rounded(found["mce"]),
+            "relative mCE": _rounded(found["relative_mce"]),
         }
-        row.update({f"CE {name}": value for name, value in found["ce"].items()})
+        row.update({f"CE {name}": _rounded(value) for name, value in found["ce"].items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _rounded(value: object, digits: int = 3) -> object:
+    return round(value, digits) if isinstance(value, float) else value
