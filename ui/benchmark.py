@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 
@@ -25,6 +27,8 @@ from inference.core.paths import cache_dir
 from inference.formats.corruptions import Corruption
 from ui.resources import Upload, cluster, get_runners, show_error
 from ui.widgets import variants_of
+
+T = TypeVar("T")
 
 PAGE_CORRUPTIONS = ["gaussian_noise", "impulse_noise", "defocus_blur", "resize_nearest",
                     "resize_bilinear"]  # fmt: skip
@@ -66,15 +70,7 @@ def evaluate_on(
     Raises:
         InputError: The archive is unusable, or no image in it could be decoded.
     """
-    engine = cluster()
-    dataset = _labelled(spec, archive, engine is not None)
-    runners = get_runners(spec, variants_of(spec, variant_names))
-    start = engine.description if engine else "evaluating"
-    bar = st.progress(0.0, text=start)
-    report = evaluate(spec, runners, dataset, engine=engine,
-                      progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
-    bar.empty()  # the run line under the results says where and how fast it ran
-    return report
+    return _run_on(spec, archive, variant_names, "evaluating", evaluate)
 
 
 def robustness_on(
@@ -88,14 +84,29 @@ def robustness_on(
     Raises:
         InputError: The archive is unusable, or no image in it could be decoded.
     """
+    return _run_on(spec, archive, variant_names, "corrupting and evaluating",
+                   functools.partial(robustness, conditions=conditions))  # fmt: skip
+
+
+def _run_on(
+    spec: ModelSpec,
+    archive: Upload | None,
+    variant_names: Sequence[str],
+    start: str,
+    run: Callable[..., T],
+) -> T:
+    """``run(spec, runners, dataset, engine=, progress=)`` on the configured engine, with a bar.
+
+    The bar goes when the run is done: the results say where and how fast it ran.
+    """
     engine = cluster()
     dataset = _labelled(spec, archive, engine is not None)
     runners = get_runners(spec, variants_of(spec, variant_names))
-    bar = st.progress(0.0, text=engine.description if engine else "corrupting and evaluating")
-    report = robustness(spec, runners, dataset, conditions, engine=engine,
-                        progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
+    bar = st.progress(0.0, text=engine.description if engine else start)
+    result = run(spec, runners, dataset, engine=engine,
+                 progress=lambda t, f: bar.progress(min(f, 1.0), text=t))  # fmt: skip
     bar.empty()
-    return report
+    return result
 
 
 def _labelled(spec: ModelSpec, archive: Upload | None, on_cluster: bool) -> LabelledSet:

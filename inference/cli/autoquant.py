@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from inference.analysis.evaluate import LabelledSet
 from inference.analysis.search import LabelledInputs, SearchStep, search
@@ -20,6 +19,7 @@ from inference.analysis.sensitivity import MAX_SCAN_IMAGES, sensitivity_scan
 from inference.cli.common import (
     Subcommands,
     add_command,
+    data_argument,
     engine_arguments,
     json_argument,
     load_labelled_set,
@@ -44,12 +44,7 @@ def register(subcommands: Subcommands) -> None:
         help="keep the worst layers in float until the accuracy drop fits a budget",
     )
     model_arguments(parser)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="a labelled folder, .zip, path,label .csv, .parquet or WebDataset .tar shards",
-    )
+    data_argument(parser)
     parser.add_argument(
         "--max-drop",
         type=float,

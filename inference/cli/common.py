@@ -102,6 +102,17 @@ def engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def data_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data``: a labelled set in any of the streamed sources, required."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="a labelled set: a folder (or .zip) with one sub-folder per class, a path,label "
+        ".csv, .parquet or WebDataset .tar shards",
+    )
+
+
 def open_engine_for(args: argparse.Namespace) -> Engine:
     """The engine ``--workers``/``--ray`` ask for, announced on stderr."""
     engine = open_engine(args.workers, args.ray)

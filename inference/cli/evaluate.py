@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from inference.analysis.evaluate import Evaluation, evaluate
 from inference.cli.common import (
     Subcommands,
     add_command,
+    data_argument,
     engine_arguments,
     format_arguments,
     load_labelled_set,
@@ -40,13 +40,7 @@ def register(subcommands: Subcommands) -> None:
         subcommands, "evaluate", help="accuracy of every variant on a labelled folder"
     )
     model_arguments(parser)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="a folder (or .zip) with one sub-folder per class, a path,label .csv, "
-        ".parquet or WebDataset .tar shards",
-    )
+    data_argument(parser)
     parser.add_argument("--variants", default="all", help="comma-separated variants, or 'all'")
     engine_arguments(parser)
     format_arguments(parser)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from inference.analysis.robustness import RobustnessRecord, robustness
 from inference.cli.common import (
     Subcommands,
     add_command,
+    data_argument,
     engine_arguments,
     format_arguments,
     load_labelled_set,
@@ -40,13 +40,7 @@ def register(subcommands: Subcommands) -> None:
         subcommands, "robustness", help="accuracy of every variant under natural corruptions"
     )
     model_arguments(parser)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="a labelled set: a folder (or .zip) of class folders, a path,label .csv, "
-        ".parquet or WebDataset .tar shards",
-    )
+    data_argument(parser)
     parser.add_argument(
         "--variants", default="fp32,int8", help="comma-separated variants (default fp32,int8)"
     )
