@@ -10,7 +10,15 @@ from inference.core.specs import SLOW_VARIANTS
 from inference.engine.shards import RAY_ADDRESS_ENV, configured_ray_address
 from inference.formats.corruptions import CORRUPTIONS, SEVERITIES, parse_corruptions
 from ui import charts, tables
-from ui.benchmark import PAGE_CORRUPTIONS, evaluate_on, measure, robustness_on, run_line
+from ui.benchmark import (
+    PAGE_CORRUPTIONS,
+    current,
+    evaluate_on,
+    measure,
+    robustness_on,
+    run_key,
+    run_line,
+)
 from ui.resources import show_error
 from ui.widgets import model_picker, models_picker, variant_names_picker
 
@@ -84,13 +92,18 @@ if configured_ray_address():
     )
 eval_spec = model_picker("bench_eval_model", default="fashion_mnist_cnn")
 archive = st.file_uploader("Labelled zip", type=["zip"], key="bench_zip")
+# What a shown result was run on: a result for another model, set or variants is not shown.
+ran_on = run_key(eval_spec, archive, variant_names)
 if eval_spec is not None and st.button("Evaluate", key="bench_evaluate"):
     try:
-        st.session_state["bench_evaluation"] = evaluate_on(eval_spec, archive, variant_names)
+        st.session_state["bench_evaluation"] = (
+            ran_on,
+            evaluate_on(eval_spec, archive, variant_names),
+        )
     except Exception as exc:
         show_error(exc, f"evaluating {eval_spec.title}")
 
-report = st.session_state.get("bench_evaluation")
+report = current(st.session_state.get("bench_evaluation"), ran_on)
 if report is not None:
     for problem in report.problems:
         st.warning(problem, icon=":material/warning:")
@@ -149,7 +162,8 @@ st.caption(
     "The same labelled set (the zip above, or the model's sample) under natural corruptions "
     "in the style of ImageNet-C, each at severities 1-5, applied to the picture as the model "
     "sees it: accuracy per variant, and the mean corruption error (mCE: summed error over "
-    "the severities relative to fp32's, averaged over corruptions; above 1, less robust)."
+    "the severities relative to the baseline's (fp32 when it runs), averaged over "
+    "corruptions; above 1, less robust)."
 )
 if eval_spec is not None:
     pick_left, pick_right = st.columns([3, 1])
@@ -166,13 +180,16 @@ if eval_spec is not None:
         help="Runs the set once clean and once per corruption and severity.",
     ):
         try:
-            st.session_state["bench_robustness_report"] = robustness_on(
-                eval_spec, archive, variant_names, parse_corruptions(corruptions, severities)
+            st.session_state["bench_robustness_report"] = (
+                ran_on,
+                robustness_on(
+                    eval_spec, archive, variant_names, parse_corruptions(corruptions, severities)
+                ),
             )
         except Exception as exc:
             show_error(exc, f"corrupting {eval_spec.title}'s set")
 
-robust = st.session_state.get("bench_robustness_report")
+robust = current(st.session_state.get("bench_robustness_report"), ran_on)
 if robust is not None:
     images = robust.records[0].images if robust.records else 0
     st.markdown(
@@ -190,7 +207,7 @@ if robust is not None:
     )
     st.download_button(
         "Download records (CSV)",
-        tables.robustness_points(robust).to_csv(index=False).encode(),
+        tables.robustness_records(robust).to_csv(index=False).encode(),
         file_name=f"{robust.model}-robustness.csv",
         mime="text/csv",
         key="bench_robustness_csv",

@@ -314,7 +314,7 @@ def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
     at.button(key="bench_evaluate").click().run()
 
     assert not at.exception and not at.error
-    report = at.session_state["bench_evaluation"]
+    _, report = at.session_state["bench_evaluation"]
     assert report.images == 200
     assert all(score.accuracy > 0.8 for score in report.scores)
     assert len(at.get("vega_lite_chart")) >= 5  # latency, size, Pareto, reliability, confusion
@@ -344,13 +344,17 @@ def test_benchmark_page_measures_and_evaluates(runners: RunnerPool) -> None:
     at.multiselect(key="bench_severities").set_value([1, 5]).run()
     at.button(key="bench_robustness").click().run()
     assert not at.exception and not at.error
-    robust = at.session_state["bench_robustness_report"]
+    _, robust = at.session_state["bench_robustness_report"]
     accuracy = {(r.variant, r.corruption, r.severity): r.accuracy for r in robust.records}
     assert accuracy["fp32", "gaussian_noise", 5] < accuracy["fp32", "clean", 0] - 0.3
     chart = at.get("vega_lite_chart")[-1].proto.spec
     assert '"facet"' in chart and "corruption" in chart and "severity" in chart
     mce = next(f.value for f in at.dataframe if "mCE" in f.value.columns).set_index("variant")
     assert mce.loc["fp32", "mCE"] == 1.0 and mce.loc["int8", "mCE"] > 0
+    # Results for another model are not shown once the model changes.
+    at.selectbox(key="bench_eval_model").set_value("efficientnet_lite0").run()
+    assert not at.exception
+    assert not any({"mCE", "ECE"} & set(f.value.columns) for f in at.dataframe)
 
 
 def test_an_image_over_the_upload_limit_is_refused_by_name(converted: None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def test_every_corruption_keeps_shape_is_repeatable_and_grows_with_severity(
     name: str, photo: np.ndarray
 ) -> None:
     gray = photo.mean(axis=-1, keepdims=True).astype(np.uint8)
-    for pixels in (photo, gray):
+    small = np.asarray(Image.fromarray(gray[..., 0]).resize((28, 28)))[..., None]
+    for pixels in (photo, gray, small):
         mild, harsh = (corrupt(pixels, name, s, key="cat.jpg") for s in (1, 5))
         assert mild.shape == pixels.shape and mild.dtype == np.uint8
         assert np.array_equal(mild, corrupt(pixels, name, 1, key="cat.jpg"))  # same image, same
@@ -87,9 +89,10 @@ def test_defocus_spreads_a_point_into_a_disk_and_motion_into_a_line() -> None:
     line = corrupt(dot, "motion_blur", 5, key="").astype(float)[..., 0]
     lit = np.argwhere(line > 0) - 112
     assert len(lit) >= 10
-    # One-sided, within 45 degrees of horizontal: every tap on one side, |dy| <= |dx| + 1.
+    # Within 45 degrees of horizontal, one-sided as ImageMagick's: each pixel gathers from
+    # +ceil(i cos - 1/2) columns away, so a point lands at or left of itself.
     assert (np.abs(lit[:, 0]) <= np.abs(lit[:, 1]) + 1).all()
-    assert (lit[:, 1] >= 0).all() or (lit[:, 1] <= 0).all()
+    assert (lit[:, 1] <= 0).all() and lit[:, 1].min() <= -10
 
 
 def test_nearest_resize_makes_no_new_colours_and_bilinear_does(photo: np.ndarray) -> None:
@@ -208,3 +211,56 @@ def test_robustness_command_json_and_a_bad_corruption(runners: RunnerPool) -> No
         "--corruptions", "fog",
     )  # fmt: skip
     assert_one_error_line(bad, 2, "Expected a corruption among")
+
+
+def test_a_ray_batch_mixing_conditions_keeps_each_rows_own_corruption() -> None:
+    """The cluster's stages without a cluster: one batch, the same images clean and noisy."""
+    import pickle
+
+    from inference.engine.ray_engine import _prepare, _results
+
+    spec = get_spec("fashion_mnist_cnn")
+    records = [r for r in scan_folder(spec.labelled_sample, spec.labels).records()][:3]
+    noisy = parse_corruptions("gaussian_noise", "5")[1]
+    rows = [(r, c) for c in (None, noisy) for r in records]
+    batch = {
+        "shard": np.array([r.shard for r, _ in rows]),
+        "offset": np.array([r.offset for r, _ in rows]),
+        "name": np.array([r.name for r, _ in rows], dtype=object),
+        "label": np.array([r.label for r, _ in rows]),
+        "data": np.array([Path(r.data).read_bytes() for r, _ in rows], dtype=object),
+        "problem": np.array([""] * len(rows), dtype=object),
+        "corruption": np.array([pickle.dumps(c) if c else b"" for _, c in rows], dtype=object),
+    }
+    prepared = _prepare(batch, spec)
+    clean = prepare(records, spec, pixels=True).inputs
+    corrupted = prepare(records, spec, pixels=True, corruption=noisy).inputs
+    assert np.array_equal(prepared["input"][:3], clean)
+    assert np.array_equal(prepared["input"][3:], corrupted)
+    assert not np.array_equal(clean, corrupted)
+
+    answered = {
+        **{k: prepared[k] for k in ("shard", "offset", "label", "corruption", "problem")},
+        "decode_s": prepared["decode_s"],
+        "preprocess_s": prepared["preprocess_s"],
+        "top fp32": np.arange(6 * 5, dtype=np.int16).reshape(6, 5),
+        "confidence fp32": np.linspace(0.5, 1.0, 6, dtype=np.float32),
+        "inference fp32": np.full(6, 0.001),
+        "node": np.array(["a", "a", "b", "a", "b", "b"], dtype=object),
+        "tensorflow": np.zeros(6, bool),
+    }
+    results = list(_results(answered, ["fp32"]))
+    # One result per (node, condition): a-clean, b-clean, a-noisy, b-noisy; no row lost.
+    assert [(r.node, r.corruption) for r in results] == [
+        ("a", None),
+        ("b", None),
+        ("a", noisy),
+        ("b", noisy),
+    ]
+    assert sorted(int(t[0]) for r in results for t in r.top["fp32"]) == list(range(0, 30, 5))
+    assert [r.offsets.tolist() for r in results] == [
+        [records[0].offset, records[1].offset],
+        [records[2].offset],
+        [records[0].offset],
+        [records[1].offset, records[2].offset],
+    ]

@@ -243,11 +243,17 @@ def test_top_region_iou_by_hand() -> None:
     assert top_region_iou(row0, row9) == 0.0
     # Top ten: pixels 0-9 against 5-14, five shared of fifteen.
     assert top_region_iou(row0, shifted.reshape(10, 10)) == pytest.approx(1 / 3)
-    # A flat map's region is exactly ceil(0.1 * 35) = 4 pixels, the first four by index:
-    # {0, 1, 2, 3} against {3, 4, 5, 6} share one of seven (all 35 tied would give 4/35).
-    flat, four = np.ones((7, 5)), np.zeros(35)
-    four[3:7] = 1.0
-    assert top_region_iou(flat, four.reshape(7, 5)) == pytest.approx(1 / 7)
+    # A plateau at the threshold is taken whole: the top ceil(0.1 * 35) = 4 values of
+    # `steps` are 3, 2, 2, 2 (pixels 0-3), then 2 again at 4-6: region {0..6}; `four` lit
+    # at {3..6}: four shared of seven. Cut by position it would have been {0..3}: 1 of 7.
+    steps, four = np.zeros(35), np.zeros(35)
+    steps[0], steps[1:7], four[3:7] = 3.0, 2.0, 1.0
+    assert top_region_iou(steps.reshape(7, 5), four.reshape(7, 5)) == pytest.approx(4 / 7)
+    # A map flat but for a few pixels: only those count (not the whole floor); two flat
+    # maps have nothing above their floors and agree.
+    flat = np.ones((7, 5))
+    assert top_region_iou(flat, four.reshape(7, 5)) == 0.0
+    assert top_region_iou(flat, flat * 2) == 1.0
     # 0.1 * 30 is 3.0000000000000004 in floating point: three pixels, not four.
     ramp, moved = np.arange(30.0), np.arange(30.0)
     moved[26] = 100.0  # top three {26, 29, 28} against {29, 28, 27}
@@ -264,8 +270,9 @@ def test_pairs_and_pictures() -> None:
     ]
     (row,) = pairs(maps)
     assert row["reference"] == "fp32" and row["variant"] == "int8"
-    # Top ceil(4.8) = 5 of 48, ties by index: {0, 1, 2, 3, 4} and {28, 0, 1, 2, 3}.
-    assert row["peak_distance"] == 5.0 and row["iou_top10"] == pytest.approx(4 / 6)
+    # Each map is zero but for one pixel: only that pixel stands above the floor, and
+    # the two are apart (the floor's ties do not make them overlap).
+    assert row["peak_distance"] == 5.0 and row["iou_top10"] == 0.0
     assert maps[1].as_dict()["peak"] == [3, 4]
 
     picture = Image.new("RGB", (8, 6), (10, 200, 30))

@@ -119,6 +119,21 @@ def _labelled(spec: ModelSpec, archive: Upload | None, on_cluster: bool) -> Labe
     return labelled_set(spec, data, archive.name if archive else "")
 
 
+def run_key(
+    spec: ModelSpec | None, archive: Upload | None, variant_names: Sequence[str]
+) -> tuple[object, ...]:
+    """What a labelled-set run is run on: the model, the uploaded zip and the variants."""
+    upload = None if archive is None else getattr(archive, "file_id", archive.name)
+    return (spec.name if spec else None, upload, tuple(variant_names))
+
+
+def current(saved: tuple[tuple[object, ...], T] | None, key: tuple[object, ...]) -> T | None:
+    """A saved ``(key, result)``'s result when it was run on ``key``, else None."""
+    if saved is None or saved[0] != key:
+        return None
+    return saved[1]
+
+
 def saved_upload(data: bytes) -> Path:
     """An uploaded zip written once, by content, where the cluster's nodes can read it."""
     folder = cache_dir() / "uploads"

@@ -28,10 +28,15 @@ METHODS = {
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _maps(
-    digest: str, model: str, variants: tuple[str, ...], method: str,
+    digest: str, model: str, files: tuple[str, ...], scaling: str, method: str,
     _spec: ModelSpec, _runners: Mapping[AnyVariant, Runner], _picture: Image.Image,
 ) -> list[SaliencyMap]:  # fmt: skip
-    """One image's maps, kept per image, model, variants and method (reruns reuse them)."""
+    """One image's maps, kept per image, model, variant files, preprocessing and method.
+
+    The variants' files (names carry their content's fingerprint) and the model's
+    preprocessing are in the key: a file converted again or a model brought with
+    other scaling is a new entry, not a stale one.
+    """
     return explain(_spec, _runners, _picture, options=SaliencyOptions(method=method))
 
 
@@ -50,9 +55,10 @@ def saliency_section(
 ) -> list[SaliencyMap]:
     """Overlays per variant, the reference's map minus each other's, and one IoU per pair."""
     chosen = ordered(runners, reference)
-    names = tuple(v.value for v in chosen)
+    files = tuple(f"{v.value}:{getattr(r, 'path', '')}" for v, r in chosen.items())
     with st.spinner(f"Computing {method} saliency for {len(chosen)} variants…"):
-        maps = _maps(digest, spec.name, names, method, spec, chosen, picture)
+        maps = _maps(digest, spec.name, files, spec.preprocessing.describe(), method,
+                     spec, chosen, picture)  # fmt: skip
     seen = prepare_image(picture, spec.preprocessing).convert("RGB")
     first = maps[0]
     st.markdown(

@@ -277,6 +277,11 @@ def robustness_points(report: Robustness) -> pd.DataFrame:
     return frame.drop_duplicates(["variant", "corruption", "severity"]).reset_index(drop=True)
 
 
+def robustness_records(report: Robustness) -> pd.DataFrame:
+    """The run's records as they are: variant, corruption (``clean``), severity, accuracy, ..."""
+    return pd.DataFrame([record.as_dict() for record in report.records])
+
+
 def mce_table(report: Robustness) -> pd.DataFrame:
     """Per variant: mCE and relative mCE against the baseline, then each corruption's CE."""
     rows = []

@@ -125,7 +125,8 @@ class Evaluation:
     engine: str = "running in this process"
     """Where it ran (:attr:`~inference.engine.shards.Engine.description`)."""
     seconds: float = 0.0
-    """Wall-clock seconds of the whole run."""
+    """Wall-clock seconds of the run; when several conditions share one engine run
+    (:func:`evaluate_conditions`), its time shared equally among them."""
     stages: dict[str, float] = field(default_factory=dict)
     """Seconds per stage summed over every worker: read, decode, preprocess, inference."""
     nodes: dict[str, int] = field(default_factory=dict)

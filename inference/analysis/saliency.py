@@ -308,11 +308,13 @@ def _rise_masks(size: tuple[int, int], options: SaliencyOptions) -> Iterator[np.
 
 
 def top_region_iou(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
-    """Intersection over union of the top ``fraction`` of pixels of two maps.
+    """Intersection over union of the top ``fraction`` of two maps.
 
-    Each region is exactly ``ceil(fraction * n)`` pixels, taken by rank with ties
-    broken by index (a stable sort), so a flat map does not flood its region with
-    every pixel that equals the threshold.
+    Each map's region is every pixel at or above its ``ceil(fraction * n)``-th largest
+    value: a plateau at the threshold is taken whole, never cut by position (an int8
+    map's probabilities come in steps, so its drops tie often). Where that value is the
+    map's floor (a map flat over more than ``1 - fraction`` of the image), only what
+    stands above the floor counts; two maps with nothing above their floors agree (1.0).
 
     Raises:
         InputError: The maps differ in shape, or ``fraction`` is not in (0, 1].
@@ -324,12 +326,20 @@ def top_region_iou(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float
         )
     if not 0.0 < fraction <= 1.0:
         raise InputError(f"Expected fraction to be in (0, 1]. Received: fraction={fraction!r}")
+    top_a, top_b = _top_region(a, fraction), _top_region(b, fraction)
+    union = int(np.count_nonzero(top_a | top_b))
+    return 1.0 if union == 0 else int(np.count_nonzero(top_a & top_b)) / union
+
+
+def _top_region(values: np.ndarray, fraction: float) -> np.ndarray:
+    """The pixels of :func:`top_region_iou`'s region, as a flat boolean mask."""
+    flat = values.ravel()
     # Rounded first: 0.1 * 30 is 3.0000000000000004, whose ceiling would be 4.
-    k = math.ceil(round(fraction * a.size, 9))
-    top_a = set(np.argsort(-a.ravel(), kind="stable")[:k].tolist())
-    top_b = set(np.argsort(-b.ravel(), kind="stable")[:k].tolist())
-    shared = len(top_a & top_b)
-    return shared / (2 * k - shared)
+    k = math.ceil(round(fraction * flat.size, 9))
+    threshold = np.partition(flat, flat.size - k)[flat.size - k]
+    if threshold <= flat.min():
+        return flat > threshold
+    return flat >= threshold
 
 
 def pairs(maps: Sequence[SaliencyMap]) -> list[dict[str, object]]:

@@ -3,7 +3,9 @@
 Runs the labelled set clean and under each corruption (ImageNet-C's noises,
 blurs, brightness, contrast, JPEG, pixelate, and the resize method) at each
 severity, streamed through this process, local workers (``--workers``) or Ray
-(``--ray``). Each condition's rows are printed as it finishes; ``--json`` prints
+(``--ray``). In this process (``--workers 0``) each condition's rows are printed as
+it finishes; on workers or Ray every condition runs in one engine run and the
+rows come at its end. ``--json`` prints
 one document at the end: ``records`` (``variant``, ``corruption``, ``severity``,
 0 for clean, ``accuracy``, ``agreement`` with the baseline, ``images``) and
 ``mce`` per variant relative to the baseline (``fp32`` when it runs).

@@ -130,9 +130,7 @@ def side_by_side(
     matched = matched_ids(reference, candidate)["graphCollections"][0]["graphs"][0]
     plain = json.loads(json.dumps(reference["graphCollections"][0]["graphs"][0]))
     matched["id"], plain["id"] = names
-    return {
-        "graphCollections": [{"label": "with its reference", "graphs": [matched, plain]}]
-    }
+    return {"graphCollections": [{"label": "with its reference", "graphs": [matched, plain]}]}
 
 
 def matched_ids(reference: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, Any]:
