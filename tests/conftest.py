@@ -49,9 +49,11 @@ CONVERSION_WAIT_S = 600
 """How long a test's teardown waits for background conversions it left running."""
 
 
-LONG_FILES = ("test_e2e.py", "test_scale_out.py", "test_damage.py", "test_app.py")
+LONG_FILES = ("test_scale_out.py", "test_app.py", "test_e2e.py", "test_damage.py")
 """The modules that take a minute or more, run first: the two xdist workers take whole
-files in collection order, and a long file started last would leave one worker alone."""
+files in collection order (two each to start, alternately), and a long file started last
+would leave one worker alone. The Ray cluster's module and the browser's (both many
+processes) go to one worker, one after the other, so they never fight for the two cores."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -315,6 +315,14 @@ def test_the_behaviour_views_in_a_real_browser(server: str, browser) -> None:
     page.get_by_text("How sure it should be").first.scroll_into_view_if_needed()
     page.screenshot(path=ARTIFACTS / "09-benchmark-calibration.png")
 
+    # Severity 5 alone (the page starts with 1, 3 and 5): the strongest, and a short run.
+    severities = page.locator("[data-testid=stMultiSelect]").filter(has_text="Severities")
+    severities.locator("input").click()
+    for _ in range(3):
+        page.keyboard.press("Backspace")
+    page.keyboard.type("5")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
     page.get_by_role("button", name="Run robustness").click()
     page.get_by_text("mCE relative to").first.wait_for()
     charts = page.locator("[data-testid=stVegaLiteChart]")

@@ -159,86 +159,75 @@ def _parquet_copy(folder: Path, out: Path, labels: tuple[str, ...]) -> Path:
 
 def test_a_two_node_ray_cluster_gives_the_local_answers_and_both_nodes_work(
     ray_cluster: object,
-    lite0: dict[Variant, object],
     lite0_local: Evaluation,
     photo_set: Path,
     fashion: dict[Variant, object],
-    local_report: Evaluation,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    spec = get_spec("efficientnet_lite0")
     engine = open_engine(ray_address=ray_cluster.address)
     assert engine.kind == "ray" and engine.nodes == 2
     assert engine.description == "running on a Ray cluster, 2 nodes"
-    progress: list[float] = []
-    report = evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine,
-                      progress=lambda m, f: progress.append(f))  # fmt: skip
-    _same_answers(lite0_local, report, images=48)
-    espresso = spec.labels.index("espresso")
-    for score in report.scores:  # real photos, real answers (crops of a cat are other cats)
-        assert score.per_class[espresso] >= 0.5, score
-    assert not report.tensorflow_on_workers
-    assert progress and progress[-1] == 1.0
-    assert {"decode", "preprocess", "inference fp32", "inference int8"} <= set(report.stages)
-    assert report.stages["inference dynamic"] > report.stages["decode"]  # inference-bound
 
-    # Fashion-MNIST from Parquet (read row group by row group on the nodes), clean and under
-    # noise in one run (rows carry their corruption): the local answers for both. The noise
-    # is seeded by each image's name, so a node draws what this process draws.
-    fashion_spec = get_spec(FASHION)
-    parquet = _parquet_copy(SAMPLE, tmp_path / "sample.parquet", fashion_spec.labels)
-    noisy = Corruption("gaussian_noise", 5)
-    there = evaluate_conditions(
-        fashion_spec, fashion, open_labelled(parquet, fashion_spec.labels), [None, noisy],
-        engine=engine,
-    )  # fmt: skip
-    local_noisy = evaluate(
-        fashion_spec, fashion, open_labelled(parquet, fashion_spec.labels), corruption=noisy
-    )
-    for local, on_ray in ((local_report, there[None]), (local_noisy, there[noisy])):
-        for left, right in zip(local.scores, on_ray.scores, strict=True):
-            assert left.accuracy == right.accuracy
-            assert sorted(left.top1.tolist()) == sorted(right.top1.tolist())
-    assert there[noisy].scores[0].accuracy < there[None].scores[0].accuracy - 0.3
-    # Which actor takes a batch depends on timing, and this 2-core machine is shared with
-    # the other test worker: every run gives the local answers (above), and the work must
-    # land on both nodes in one of this test's runs (one more Lite0 run if none did).
-    runs = [report, there[None], there[noisy]]
-    if not any(len(r.nodes) == 2 for r in runs):
-        runs.append(evaluate(spec, lite0, scan_folder(photo_set, spec.labels), engine=engine))
-        _same_answers(lite0_local, runs[-1], images=48)
-    spread = [r.nodes for r in runs if len(r.nodes) == 2]
-    assert spread and min(spread[0].values()) > 0, [r.nodes for r in runs]
-
-
-def test_the_evaluate_command_on_ray_reports_the_nodes_and_the_local_accuracies(
-    ray_cluster: object, local_report: Evaluation, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # The command's own entry point in this process (already joined to the cluster: the
-    # command joins once per process, as a second command in one interpreter would).
-    # The 200 Fashion-MNIST images make 13 batches: the local accuracies every time, and
-    # both nodes in one of at most two runs (which actor takes a batch depends on timing).
-    for _ in range(2):
-        status = main(["evaluate", "--model", FASHION, "--data", str(SAMPLE), "--variants",
-                       "fp32,int8", "--json", "--ray", ray_cluster.address])  # fmt: skip
-        out, err = capsys.readouterr()
-        assert status == 0, err
-        assert "running on a Ray cluster, 2 nodes" in err
-        there = json.loads(out)
-        for local, row in zip(local_report.scores, there["summary"], strict=True):
-            assert row["accuracy"] == round(local.accuracy, 4)
-        if len(there["run"]["nodes"]) == 2:
-            break
-    for local, row in zip(local_report.scores, there["summary"], strict=True):
+    # Real photos through the command, in this process (it joins the cluster once per
+    # process): the local accuracies, top-5 and confusion matrices, and what ran where.
+    status = main(["evaluate", "--model", "efficientnet_lite0", "--data", str(photo_set),
+                   "--variants", "fp32,dynamic,int8", "--json", "--ray",
+                   ray_cluster.address])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "running on a Ray cluster, 2 nodes" in err
+    there = json.loads(out)
+    espresso = get_spec("efficientnet_lite0").labels.index("espresso")
+    for local, row in zip(lite0_local.scores, there["summary"], strict=True):
         assert row["variant"] == local.variant.value
         assert row["accuracy"] == round(local.accuracy, 4)
         assert row["top-5"] == round(local.top5, 4)
+        assert there["confusion"][row["variant"]] == local.confusion.tolist()
+        assert local.per_class[espresso] >= 0.5  # real answers (crops of a cat are cats)
     run = there["run"]
-    assert run["images"] == 200 and run["images_per_second"] > 0
+    assert run["images"] == 48 and run["images_per_second"] > 0
     assert run["engine"] == "running on a Ray cluster, 2 nodes"
-    assert len(run["nodes"]) == 2 and sum(n["images"] for n in run["nodes"]) == 200
-    assert all(n["share"] > 0 for n in run["nodes"])
+    assert sum(n["images"] for n in run["nodes"]) == 48 and all(
+        n["share"] > 0 for n in run["nodes"]
+    )
     assert sum(run["stage_shares"].values()) == pytest.approx(1.0, abs=1e-3)
+    stages = run["stage_seconds"]
+    assert {"decode", "preprocess", "inference fp32", "inference int8"} <= set(stages)
+    assert stages["inference dynamic"] > stages["decode"]  # inference-bound
+
+    # Fashion-MNIST from Parquet (read row group by row group on the nodes), clean and under
+    # noise in one run (rows carry their corruption): the in-process answers image by image.
+    # The noise is seeded by each image's name, so a node draws what this process draws.
+    fashion_spec = get_spec(FASHION)
+    parquet = _parquet_copy(SAMPLE, tmp_path / "sample.parquet", fashion_spec.labels)
+    noisy = Corruption("gaussian_noise", 5)
+
+    progress: list[float] = []
+
+    def on(engine_: object | None) -> dict:
+        return evaluate_conditions(
+            fashion_spec, fashion, open_labelled(parquet, fashion_spec.labels), [None, noisy],
+            engine=engine_, progress=lambda m, f: progress.append(f),
+        )  # fmt: skip
+
+    local = on(None)
+    progress.clear()
+    on_ray = on(engine)
+    for condition in (None, noisy):
+        _same_answers(local[condition], on_ray[condition])
+        assert not on_ray[condition].tensorflow_on_workers
+    assert on_ray[noisy].scores[0].accuracy < on_ray[None].scores[0].accuracy - 0.3
+    assert progress and progress[-1] == 1.0
+    # Which actor takes a batch depends on timing, and this 2-core machine is shared with
+    # the other test worker: every run gives the local answers (above), and the work must
+    # land on both nodes in one of this test's runs (one more Parquet run if none did).
+    spread = len(run["nodes"]) == 2 or len(on_ray[None].nodes) == 2
+    if not spread:
+        again = on(engine)
+        _same_answers(local[None], again[None])
+        spread = len(again[None].nodes) == 2 and min(again[None].nodes.values()) > 0
+    assert spread, (run["nodes"], on_ray[None].nodes)
 
 
 def test_the_sensitivity_scan_on_ray_measures_what_the_local_scan_measures(
