@@ -49,11 +49,30 @@ CONVERSION_WAIT_S = 600
 """How long a test's teardown waits for background conversions it left running."""
 
 
-LONG_FILES = ("test_scale_out.py", "test_app.py", "test_e2e.py", "test_damage.py")
-"""The modules that take a minute or more, run first: the two xdist workers take whole
-files in collection order (two each to start, alternately), and a long file started last
-would leave one worker alone. The Ray cluster's module and the browser's (both many
-processes) go to one worker, one after the other, so they never fight for the two cores."""
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one compute thread each (LiteRT, TensorFlow, and the
+    # servers and clusters they start), so threads do not outnumber the cores.
+    for _name in ("QUANTLENS_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                  "OMP_NUM_THREADS"):  # fmt: skip
+        os.environ.setdefault(_name, "1")
+
+
+LONG_FILES = (
+    "test_scale_out.py",
+    "test_app.py",
+    "test_e2e.py",
+    "test_damage.py",
+    "test_reliability.py",
+    "test_zoo.py",
+    "test_models.py",
+    "test_quantize.py",
+    "test_memory_bounds.py",
+)
+"""The modules that take half a minute or more, longest first: the two xdist workers take
+whole files in collection order (two each to start, alternately), and a long file started
+last would leave one worker alone while the short ones fill the end. The Ray cluster's
+module and the browser's (both many processes) go to one worker, one after the other, so
+they never fight for the two cores."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -21,8 +21,17 @@ SIMD_MEANING: dict[str, str] = {
 _DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
+THREADS_ENV = "QUANTLENS_THREADS"
+"""LiteRT threads per runner when nothing else says: a whole number; unset, every core this
+process may use. For a machine shared with other work (a test runner's workers, a container
+that sees more cores than it gets)."""
+
+
 def default_threads() -> int:
-    """CPU cores this process may use (LiteRT itself defaults to one thread)."""
+    """$QUANTLENS_THREADS, else the CPU cores this process may use (LiteRT's own default is 1)."""
+    configured = os.environ.get(THREADS_ENV, "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
