@@ -28,7 +28,7 @@ from inference.analysis import search as autoquant_module
 from inference.analysis.evaluate import labelled_set, scan_folder, scan_zip
 from inference.engine import shards as shards_module
 from inference.engine.runners import LiteRTRunner
-from inference.formats.images import decode_image, preprocess
+from inference.formats.images import decode_image, normalize, preprocess
 from tests.conftest import REPO_ROOT, RunnerPool
 
 FASHION = get_spec("fashion_mnist_cnn")
@@ -156,14 +156,15 @@ def fake_models(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeSearch:
 
 
 def _count_alive_preprocessed(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Wrap the shard unit's ``preprocess``: how many of its outputs are alive at most, at once."""
+    """Wrap the shard unit's ``normalize`` (each image's float input): how many of its outputs
+    are alive at most, at once."""
     counts = {"alive": 0, "peak": 0, "made": 0}
 
     def gone() -> None:
         counts["alive"] -= 1
 
-    def counting(image, spec):
-        out = preprocess(image, spec)
+    def counting(pixels, mode):
+        out = normalize(pixels, mode)
         counts["alive"] += 1
         counts["made"] += 1
         counts["peak"] = max(counts["peak"], counts["alive"])
@@ -172,7 +173,7 @@ def _count_alive_preprocessed(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]
         return out
 
     # The search preprocesses through the unit every engine runs (inference.engine.shards).
-    monkeypatch.setattr(shards_module, "preprocess", counting)
+    monkeypatch.setattr(shards_module, "normalize", counting)
     return counts
 
 

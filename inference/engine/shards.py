@@ -35,7 +35,7 @@ from inference.core.specs import AnyVariant, ModelSpec
 from inference.engine.runners import LiteRTRunner, Runner
 from inference.formats.corruptions import Corruption
 from inference.formats.datasets import BATCH_SIZE, Record, Shard, read_shard
-from inference.formats.images import decode_image, draft_size, normalize, prepare_image, preprocess
+from inference.formats.images import decode_image, draft_size, normalize, prepare_image
 
 __all__ = [
     "RAY_ADDRESS_ENV",
@@ -156,16 +156,14 @@ def prepare(
             problems.append(str(exc))
             continue
         decoded = time.perf_counter()
+        # One path for every caller: the picture as the model sees it (uint8, what
+        # ``preprocess`` normalizes), corrupted if asked, then kept or normalized.
+        resized = np.asarray(prepare_image(image, pre))
+        if resized.ndim == 2:
+            resized = resized[..., None]
         if corruption is not None:
-            resized = np.asarray(prepare_image(image, pre))
-            resized = corruption.apply(resized[..., None] if resized.ndim == 2 else resized,
-                                       item.name)  # fmt: skip
-            inputs.append(resized if pixels else normalize(resized, pre.normalize))
-        elif pixels:
-            resized = np.asarray(prepare_image(image, pre))
-            inputs.append(resized[..., None] if resized.ndim == 2 else resized)
-        else:
-            inputs.append(preprocess(image, pre)[0])
+            resized = corruption.apply(resized, item.name)
+        inputs.append(resized if pixels else normalize(resized, pre.normalize))
         preprocess_s += time.perf_counter() - decoded
         decode_s += decoded - began
         labels.append(item.label)
