@@ -22,14 +22,16 @@ import numpy as np
 
 from inference.analysis.layer_report import FloatSelection, LayerReport, compare_layers
 from inference.core.errors import InputError, UsageError
-from inference.core.specs import NORMALIZE_HELP, ModelSpec
+from inference.core.specs import NORMALIZE_HELP, AnyVariant, ModelSpec
 from inference.engine.convert import ensure_recipe, float_path
 from inference.engine.executors import Engine, open_engine
+from inference.engine.runners import Runner
 from inference.formats.calibration import calibration_images
 from inference.formats.datasets import LabelledSet, open_labelled
 from inference.formats.images import decode_image, preprocess
 from inference.formats.recipes import Recipe
-from inference.registry.catalog import resolve_spec
+from inference.registry.catalog import resolve, resolve_spec
+from inference.registry.loading import load_runners
 from inference.registry.user_models import CUSTOM_SUFFIXES, custom_spec
 from inference.registry.zoo import DEFAULT_MODEL, ZOO, get_spec
 
@@ -238,6 +240,26 @@ def run_progress(message: str, fraction: float) -> None:
 def load_labelled_set(data: Path, labels: tuple[str, ...]) -> LabelledSet:
     """A labelled folder, zip, CSV manifest, Parquet or WebDataset tar, streamed from disk."""
     return open_labelled(data, labels)
+
+
+def labelled_run(
+    args: argparse.Namespace,
+) -> tuple[ModelSpec, dict[AnyVariant, Runner], LabelledSet]:
+    """What a command that scores a labelled set reads from ``--model``, ``--variants``, ``--data``.
+
+    Returns the spec, each variant's loaded runner (converted first if needed) and the set.
+    """
+    spec = resolve_model(args)
+    _, variants = resolve(spec, args.variants)
+    dataset = load_labelled_set(args.data, spec.labels)
+    runners = dict(zip(variants, load_runners(spec, variants, progress=progress), strict=True))
+    return spec, runners, dataset
+
+
+def print_skipped(problems: Sequence[str]) -> None:
+    """Each image a run could not use, one line on stderr."""
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
 
 
 def render(rows: list[dict[str, object]], fmt: str) -> str:

@@ -13,7 +13,6 @@ share), the confusion matrices and the files that were skipped.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from inference.analysis.evaluate import Evaluation, evaluate
 from inference.cli.common import (
@@ -22,17 +21,14 @@ from inference.cli.common import (
     data_argument,
     engine_arguments,
     format_arguments,
-    load_labelled_set,
+    labelled_run,
     model_arguments,
     open_engine_for,
     print_json,
-    progress,
+    print_skipped,
     render,
-    resolve_model,
     run_progress,
 )
-from inference.registry.catalog import resolve
-from inference.registry.loading import load_runners
 
 
 def register(subcommands: Subcommands) -> None:
@@ -47,14 +43,10 @@ def register(subcommands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = resolve_model(args)
-    _, variants = resolve(spec, args.variants)
-    dataset = load_labelled_set(args.data, spec.labels)
-    runners = dict(zip(variants, load_runners(spec, variants, progress=progress), strict=True))
+    spec, runners, dataset = labelled_run(args)
     with open_engine_for(args) as engine:
         report = evaluate(spec, runners, dataset, engine=engine, progress=run_progress)
-    for problem in report.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
+    print_skipped(report.problems)
     summary = [s.as_row() for s in report.scores]
     if args.format == "json":
         print_json(

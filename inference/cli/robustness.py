@@ -14,7 +14,6 @@ one document at the end: ``records`` (``variant``, ``corruption``, ``severity``,
 from __future__ import annotations
 
 import argparse
-import sys
 
 from inference.analysis.robustness import RobustnessRecord, robustness
 from inference.cli.common import (
@@ -23,18 +22,15 @@ from inference.cli.common import (
     data_argument,
     engine_arguments,
     format_arguments,
-    load_labelled_set,
+    labelled_run,
     model_arguments,
     open_engine_for,
     print_json,
-    progress,
+    print_skipped,
     render,
-    resolve_model,
     run_progress,
 )
 from inference.formats.corruptions import CORRUPTIONS, parse_corruptions
-from inference.registry.catalog import resolve
-from inference.registry.loading import load_runners
 
 
 def register(subcommands: Subcommands) -> None:
@@ -57,11 +53,8 @@ def register(subcommands: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = resolve_model(args)
     conditions = parse_corruptions(args.corruptions, args.severities)
-    _, variants = resolve(spec, args.variants)
-    dataset = load_labelled_set(args.data, spec.labels)
-    runners = dict(zip(variants, load_runners(spec, variants, progress=progress), strict=True))
+    spec, runners, dataset = labelled_run(args)
     streaming = args.format != "json"
 
     def show(records: list[RobustnessRecord]) -> None:
@@ -79,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
             progress=run_progress,
             on_records=show,
         )
-    for problem in report.problems:
-        print(f"skipped: {problem}", file=sys.stderr)
+    print_skipped(report.problems)
     if args.format == "json":
         print_json(report.as_dict())
         return 0
