@@ -193,6 +193,14 @@ class Pipeline:
                 )
         return self._runners[variant]
 
+    def decode(self, source: ImageSource, *, name: str | None = None) -> Image.Image:
+        """The image upright, in the model's colour mode, at its draft size (JPEG).
+
+        Raises:
+            InputError: The image cannot be decoded.
+        """
+        return _decode(source, self.spec, name)[1]
+
     def __call__(self, source: ImageSource, *, name: str | None = None) -> list[Prediction]:
         """Every variant's answer for one encoded image, decoded and preprocessed once.
 

@@ -26,7 +26,7 @@ from inference.analysis.saliency import (
     difference,
     explain,
     overlay,
-    top_region_iou,
+    pairs,
     validate,
 )
 from inference.cli.common import (
@@ -40,7 +40,7 @@ from inference.cli.common import (
     resolve_model,
 )
 from inference.core.errors import InputError
-from inference.formats.images import decode_image, draft_size, prepare_image
+from inference.formats.images import prepare_image
 from inference.pipeline import Pipeline, PipelineOptions
 
 DEFAULT_VARIANTS = "fp32,int8"
@@ -98,26 +98,22 @@ def run(args: argparse.Namespace) -> int:
 
     results: list[tuple[str, SaliencyMap, float | None]] = []
     failed = False
-    pre = pipeline.spec.preprocessing
     with pipeline:
         runners = pipeline.runners()
         ordered = {v: runners[v] for v in pipeline.variants}
         for path in images:
             try:
-                image = decode_image(
-                    path, name=str(path), color_mode=pre.color_mode, min_size=draft_size(pre)
-                )
+                image = pipeline.decode(path, name=str(path))
             except InputError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 failed = True
                 continue
             maps = explain(pipeline.spec, ordered, image, target=args.target, options=options)
-            results.extend(
-                (str(path), m, None if i == 0 else top_region_iou(maps[0].saliency, m.saliency))
-                for i, m in enumerate(maps)
-            )
+            ious = [None] + [row["iou_top10"] for row in pairs(maps)]
+            results.extend((str(path), m, iou) for m, iou in zip(maps, ious, strict=True))
             if args.save is not None:
-                _save(args.save, path.stem, prepare_image(image, pre), maps)
+                seen = prepare_image(image, pipeline.spec.preprocessing)
+                _save(args.save, path.stem, seen, maps)
     if args.json:
         records = [
             {"image": name, "model": spec.name, **m.as_dict(), "iou_top10": iou}
